@@ -55,11 +55,11 @@ const SaltSize = 16
 // server keeps them per account and hands them out at pre-login; the client
 // checks them against MinKDFParams before spending the password on them.
 type KDFParams struct {
-	Algorithm uint8  `json:"alg"`    // KDFAlgorithmArgon2id
-	Time      uint32 `json:"time"`   // Argon2 passes
-	MemoryKiB uint32 `json:"mem"`    // Argon2 memory in KiB
-	Threads   uint8  `json:"thr"`    // Argon2 lanes
-	Salt      []byte `json:"salt"`   // SaltSize random bytes
+	Algorithm uint8  `json:"alg"`  // KDFAlgorithmArgon2id
+	Time      uint32 `json:"time"` // Argon2 passes
+	MemoryKiB uint32 `json:"mem"`  // Argon2 memory in KiB
+	Threads   uint8  `json:"thr"`  // Argon2 lanes
+	Salt      []byte `json:"salt"` // SaltSize random bytes
 }
 
 // DefaultKDFParams are measured on the project's 2-core reference machine to
