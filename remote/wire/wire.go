@@ -265,6 +265,9 @@ type CreateRequest struct {
 	Index      Index    `json:"index"`
 	SealedName []byte   `json:"name"`
 	Inode      NewInode `json:"inode"`
+	// Commit, for a file, makes its first version current in the same
+	// transaction, so a name appears only once its content is whole.
+	Commit *CommitRequest `json:"commit,omitempty"`
 }
 
 // LinkRequest adds a hard link (POST /v1/dirs/{id}/links).
@@ -330,8 +333,8 @@ type HaveResponse struct {
 // its chunk in one request and one server transaction. The body is
 // uint32 big-endian length of the JSON, the JSON, then the sealed chunk.
 type SmallHeader struct {
-	Parent HexID          `json:"parent,omitempty"`
-	Create *CreateRequest `json:"create,omitempty"`
+	Parent HexID          `json:"parent"`
+	Create *CreateRequest `json:"create,omitempty"` // its Commit is ignored: Commit below applies
 	File   HexID          `json:"file"`
 	Chunk  *SmallChunk    `json:"chunk,omitempty"` // nil for an empty file
 	Commit CommitRequest  `json:"commit"`
