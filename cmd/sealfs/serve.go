@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sealfs/sealfs/server"
+	"github.com/sealfs/sealfs/server/atrest"
+	"github.com/sealfs/sealfs/server/blob"
+	"github.com/sealfs/sealfs/server/keyring"
+	"github.com/sealfs/sealfs/server/meta"
+	"github.com/sealfs/sealfs/server/tlscert"
+)
+
+func init() {
+	commands["serve"] = command{"run the storage server (HTTPS)", runServe}
+}
+
+// The data directory's layout. Everything in it is either server-side
+// ciphertext, hashes, or the TLS key; the keyring may live elsewhere.
+const (
+	metaFile    = "meta.db"
+	blobDir     = "blobs"
+	keyringFile = "keyring.json"
+	tlsDir      = "tls"
+	acmeDir     = "acme"
+	secretFile  = "server.secret"
+	// servingFile records which certificate serve presents, so that
+	// 'sealfs server fingerprint' prints that one.
+	servingFile = "serving-cert"
+)
+
+// stores are the server's open stores over one data directory.
+type stores struct {
+	meta    *meta.SQLite
+	blobs   *blob.Local
+	keyring *keyring.Keyring
+	atrest  *atrest.Store
+}
+
+func (s *stores) Close() {
+	s.meta.Close()
+	s.blobs.Close()
+}
+
+// openStores opens (creating when create is set) the data directory.
+// Admin commands open the same files as a running server: SQLite in WAL
+// mode, the blob store and the keyring are all safe for that.
+func openStores(dir, keyringPath string, create bool) (*stores, error) {
+	if dir == "" {
+		return nil, usagef("--data DIR is required")
+	}
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(filepath.Join(dir, metaFile)); err != nil {
+		return nil, fmt.Errorf("%s is not a sealfs data directory (no %s): start 'sealfs serve --data %s' once first", dir, metaFile, dir)
+	}
+	if keyringPath == "" {
+		keyringPath = filepath.Join(dir, keyringFile)
+	}
+	kr, err := keyring.Open(keyringPath, create)
+	if err != nil {
+		return nil, err
+	}
+	m, err := meta.OpenSQLite(filepath.Join(dir, metaFile))
+	if err != nil {
+		return nil, err
+	}
+	b, err := blob.OpenLocal(filepath.Join(dir, blobDir))
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &stores{meta: m, blobs: b, keyring: kr, atrest: atrest.New(b, kr)}, nil
+}
+
+// serverSecret loads or creates the secret that keys fake pre-login salts.
+func serverSecret(dir string) ([]byte, error) {
+	p := filepath.Join(dir, secretFile)
+	b, err := os.ReadFile(p)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	b = make([]byte, 32)
+	rand.Read(b)
+	return b, writeFileAtomic(p, b, 0o600)
+}
+
+// writeFileAtomic writes a small file durably: temp file, fsync, rename.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func runServe(args []string) error {
+	fl := newFlags("serve", "--data DIR [--keyring F] [--listen HOST:PORT] [--hostname NAME]... [--tls-cert F --tls-key F | --acme-domain NAME] [--metrics-listen HOST:PORT]")
+	data := fl.String("data", "", "data directory (created if missing)")
+	keyringPath := fl.String("keyring", "", "key-encryption keyring file (default DIR/keyring.json)")
+	listen := fl.String("listen", "127.0.0.1:8443", "address to serve HTTPS on; ':8443' exposes the server")
+	hostnames := fl.StringArray("hostname", nil, "extra name or IP for the self-signed certificate (repeatable)")
+	certFile := fl.String("tls-cert", "", "TLS certificate file (PEM), reloaded on SIGHUP")
+	keyFile := fl.String("tls-key", "", "TLS private key file (PEM)")
+	acmeDomain := fl.String("acme-domain", "", "get a certificate for this domain with ACME (Let's Encrypt)")
+	metricsListen := fl.String("metrics-listen", "", "address to serve Prometheus metrics on (plain HTTP; keep it private)")
+	verbose := fl.BoolP("verbose", "v", false, "log every request")
+	gcGrace := fl.Duration("gc-grace", time.Hour, "age before an unreferenced chunk is collected")
+	gcInterval := fl.Duration("gc-interval", 5*time.Minute, "how often garbage is collected")
+	fl.MarkHidden("gc-interval")
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() != 0 {
+		return usagef("unexpected arguments: %v", fl.Args())
+	}
+	if (*certFile == "") != (*keyFile == "") {
+		return usagef("--tls-cert and --tls-key go together")
+	}
+	if *certFile != "" && *acmeDomain != "" {
+		return usagef("use either --tls-cert/--tls-key or --acme-domain")
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	st, err := openStores(*data, *keyringPath, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	secret, err := serverSecret(*data)
+	if err != nil {
+		return err
+	}
+
+	tlsConf, reload, fingerprint, err := serverTLS(log, *data, *listen, *hostnames, *certFile, *keyFile, *acmeDomain)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv := server.New(st.meta, st.atrest, server.Config{Secret: secret, Logger: log, Metrics: server.NewMetrics(reg, st.meta), GCGrace: *gcGrace, GCInterval: *gcInterval})
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", *listen, err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go srv.Run(ctx)
+
+	if *metricsListen != "" {
+		mln, err := net.Listen("tcp", *metricsListen)
+		if err != nil {
+			return fmt.Errorf("cannot listen on %s for metrics: %w", *metricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		ms := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go ms.Serve(mln)
+		defer ms.Close()
+		log.Info("metrics", "listen", mln.Addr().String())
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	log.Info("sealfs serving", "listen", ln.Addr().String(), "data", *data, "fingerprint", fingerprint)
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				if reload == nil {
+					log.Info("SIGHUP: nothing to reload")
+				} else if err := reload(); err != nil {
+					log.Error("SIGHUP: reloading the certificate failed; keeping the old one", "err", err)
+				} else {
+					log.Info("SIGHUP: certificate reloaded")
+				}
+				continue
+			}
+			log.Info("shutting down: finishing requests in flight", "signal", sig.String())
+			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+			err := hs.Shutdown(sctx)
+			scancel()
+			cancel()
+			if err != nil {
+				log.Warn("shutdown", "err", err)
+			}
+			return nil
+		}
+	}
+}
+
+// serverTLS picks the certificate source: ACME, given files, or a
+// self-signed certificate kept in the data directory.
+func serverTLS(log *slog.Logger, data, listen string, hostnames []string, certFile, keyFile, acmeDomain string) (*tls.Config, func() error, string, error) {
+	if acmeDomain != "" {
+		conf, _, err := tlscert.ACMEConfig(acmeDomain, filepath.Join(data, acmeDir))
+		os.Remove(filepath.Join(data, servingFile))
+		return conf, nil, "(ACME certificate for " + acmeDomain + ")", err
+	}
+	if certFile == "" {
+		hosts := append([]string{}, hostnames...)
+		if h, _, err := net.SplitHostPort(listen); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+		var generated bool
+		var err error
+		certFile, keyFile, generated, err = tlscert.EnsureSelfSigned(filepath.Join(data, tlsDir), hosts)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if generated {
+			log.Info("created a new self-signed certificate: clients must pin its fingerprint", "cert", certFile)
+		}
+	}
+	abs, err := filepath.Abs(certFile)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if err := writeFileAtomic(filepath.Join(data, servingFile), []byte(abs+"\n"), 0o600); err != nil {
+		return nil, nil, "", err
+	}
+	r, err := tlscert.NewReloader(certFile, keyFile)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return tlscert.ServerConfig(r.GetCertificate), r.Reload, r.Fingerprint(), nil
+}

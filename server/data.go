@@ -1,0 +1,423 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/wire"
+	"github.com/sealfs/sealfs/server/atrest"
+	"github.com/sealfs/sealfs/server/meta"
+)
+
+func wrappedOf(v meta.Sealed) atrest.Wrapped {
+	return atrest.Wrapped{KEKID: v.KEKID, WrappedKey: v.WrappedKey}
+}
+
+// transferMAC returns the account's chunk MAC, opening its transfer key from
+// the at-rest layer once per process: keys never change after registration.
+func (s *Server) transferMAC(a meta.Account) (*crypto.TransferMAC, error) {
+	s.macsMu.Lock()
+	m := s.macs[a.ID]
+	s.macsMu.Unlock()
+	if m != nil {
+		return m, nil
+	}
+	key, err := s.store.OpenValue([]byte(a.Name), transferKeyID, a.TransferKey.Data, wrappedOf(a.TransferKey))
+	if err != nil {
+		return nil, err
+	}
+	m, err = crypto.NewTransferMAC(key, a.Name)
+	if err != nil {
+		return nil, err
+	}
+	s.macsMu.Lock()
+	s.macs[a.ID] = m
+	s.macsMu.Unlock()
+	return m, nil
+}
+
+// uploadSlot bounds concurrent uploads per account, so one account cannot
+// take all the server's memory and disk bandwidth.
+func (s *Server) uploadSlot(account int64) (release func(), err error) {
+	s.uploadsMu.Lock()
+	defer s.uploadsMu.Unlock()
+	if s.uploads[account] >= s.cfg.UploadsPerAccount {
+		return nil, &apiError{code: wire.CodeTooManyUploads, msg: "too many concurrent uploads for this account", retry: 1}
+	}
+	s.uploads[account]++
+	return func() {
+		s.uploadsMu.Lock()
+		s.uploads[account]--
+		if s.uploads[account] == 0 {
+			delete(s.uploads, account)
+		}
+		s.uploadsMu.Unlock()
+	}, nil
+}
+
+func accountLayout(a meta.Account) (crypto.Layout, error) {
+	var l crypto.Layout
+	if err := json.Unmarshal([]byte(a.Layout), &l); err != nil {
+		return l, err
+	}
+	return l, l.Check()
+}
+
+var chunkBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// readChunk reads a sealed chunk body of at most limit bytes and feeds it to
+// mac as it arrives, so the bytes are hashed while still in cache. The
+// returned buffer goes back to chunkBufs through the release func.
+func readChunk(w http.ResponseWriter, r io.Reader, limit int, mac io.Writer) ([]byte, func(), error) {
+	bp := chunkBufs.Get().(*[]byte)
+	if cap(*bp) < limit+1 {
+		*bp = make([]byte, 0, limit+1)
+	}
+	buf := (*bp)[:0]
+	release := func() { *bp = buf[:0]; chunkBufs.Put(bp) }
+	for {
+		if len(buf) > limit {
+			release()
+			return nil, nil, errf(wire.CodeTooLarge, "chunk exceeds the account layout's %d sealed bytes", limit)
+		}
+		n, err := r.Read(buf[len(buf):min(cap(buf), len(buf)+256<<10)])
+		mac.Write(buf[len(buf) : len(buf)+n])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, release, nil
+		}
+		if err != nil {
+			release()
+			return nil, nil, errf(wire.CodeBadRequest, "reading the chunk: %v", err)
+		}
+	}
+}
+
+func parseMAC(s string) ([]byte, error) {
+	mac, err := hex.DecodeString(s)
+	if err != nil || len(mac) != crypto.MACSize {
+		return nil, badRequest("%s must be %d hex-encoded bytes", wire.HeaderMAC, crypto.MACSize)
+	}
+	return mac, nil
+}
+
+func newBlobKey() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// storeChunk verifies nothing: its caller already checked the MAC. It writes
+// the chunk at rest and records it; an identical retry is a no-op. It
+// reports whether it created the chunk.
+func (s *Server) storeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (bool, error) {
+	if old, err := s.meta.GetChunk(ctx, a.ID, ref.ID); err == nil {
+		if old.File == ref.File && old.Index == ref.Index && old.Size == int64(len(body)) {
+			return false, nil
+		}
+		return false, errf(wire.CodeExists, "chunk ID already used for other content")
+	} else if !errors.Is(err, meta.ErrNotFound) {
+		return false, err
+	}
+	if a.QuotaBytes > 0 && a.UsedBytes+int64(len(body)) > a.QuotaBytes {
+		return false, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
+	}
+	key := newBlobKey()
+	w, err := s.store.Put(ctx, []byte(a.Name), ref.ID[:], key, body)
+	if err != nil {
+		return false, err
+	}
+	rec, created, err := s.meta.PutChunk(ctx, a.ID, meta.ChunkRecord{ID: ref.ID, File: ref.File, Index: ref.Index,
+		Size: int64(len(body)), BlobKey: key, KEKID: w.KEKID, WrappedKey: w.WrappedKey})
+	if err != nil || rec.BlobKey != key {
+		// Not recorded (an error, or a concurrent identical upload won):
+		// the blob just written is nobody's.
+		if derr := s.store.Delete(context.WithoutCancel(ctx), key); derr != nil {
+			s.log.Warn("deleting an unrecorded blob", "err", derr)
+		}
+	}
+	return created, err
+}
+
+func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) error {
+	file, err := pathID(r, "file")
+	if err != nil {
+		return err
+	}
+	chunk, err := pathID(r, "chunk")
+	if err != nil {
+		return err
+	}
+	index, err := strconv.ParseUint(r.PathValue("index"), 10, 64)
+	if err != nil {
+		return badRequest("chunk index must be a non-negative integer")
+	}
+	if crypto.ID(chunk).IsZero() {
+		return badRequest("the zero chunk ID is reserved for holes")
+	}
+	mac, err := parseMAC(r.Header.Get(wire.HeaderMAC))
+	if err != nil {
+		return err
+	}
+	a := principalOf(r).account
+	release, err := s.uploadSlot(a.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	l, err := accountLayout(a)
+	if err != nil {
+		return err
+	}
+	tm, err := s.transferMAC(a)
+	if err != nil {
+		return err
+	}
+	ref := crypto.ChunkRef{File: file, Index: index, ID: chunk}
+	h := tm.New(ref)
+	body, done, err := readChunk(w, http.MaxBytesReader(w, r.Body, int64(l.MaxSealedChunkSize())+1), l.MaxSealedChunkSize(), h)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := crypto.CheckMAC(h.Sum(nil), mac); err != nil {
+		s.metrics.hmacRejected()
+		return errf(wire.CodeMACMismatch, "the chunk's transfer HMAC does not verify; nothing was stored")
+	}
+	if len(body) == 0 {
+		return badRequest("empty chunk")
+	}
+	s.metrics.bytesIn(len(body))
+	created, err := s.storeChunk(r.Context(), a, ref, body)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	writeJSON(w, status, struct{}{})
+	return nil
+}
+
+func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "chunk")
+	if err != nil {
+		return err
+	}
+	a := principalOf(r).account
+	rec, err := s.meta.GetChunk(r.Context(), a.ID, id)
+	if err != nil {
+		return err
+	}
+	body, err := s.store.Get(r.Context(), []byte(a.Name), id[:], rec.BlobKey, atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey})
+	if err != nil {
+		if errors.Is(err, crypto.ErrAuthentication) || errors.Is(err, crypto.ErrCorrupt) {
+			s.log.Error("stored chunk failed its at-rest check", "account", a.ID, "blob", rec.BlobKey)
+			return errf(wire.CodeInternal, "the stored chunk is damaged on the server (run 'sealfs server scrub')")
+		}
+		return err
+	}
+	tm, err := s.transferMAC(a)
+	if err != nil {
+		return err
+	}
+	mac := tm.Sum(crypto.ChunkRef{File: rec.File, Index: rec.Index, ID: id}, body)
+	w.Header().Set(wire.HeaderMAC, hex.EncodeToString(mac))
+	w.Header().Set("Content-Type", wire.ContentTypeChunk)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(body)
+	s.metrics.bytesOut(len(body))
+	return nil
+}
+
+func (s *Server) haveChunks(w http.ResponseWriter, r *http.Request) error {
+	var req wire.HaveRequest
+	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
+		return err
+	}
+	if len(req.IDs) > wire.MaxHaveChunks {
+		return badRequest("at most %d IDs per request", wire.MaxHaveChunks)
+	}
+	ids := make([]meta.ID, len(req.IDs))
+	for i, id := range req.IDs {
+		ids[i] = meta.ID(id)
+	}
+	have, err := s.meta.HaveChunks(r.Context(), principalOf(r).account.ID, ids)
+	if err != nil {
+		return err
+	}
+	resp := wire.HaveResponse{Have: []wire.HexID{}}
+	for i, ok := range have {
+		if ok {
+			resp.Have = append(resp.Have, req.IDs[i])
+		}
+	}
+	writeJSON(w, http.StatusOK, &resp)
+	return nil
+}
+
+// fileContent seals a commit's manifest at rest and converts its chunk list.
+func (s *Server) fileContent(p *principal, file meta.ID, c *wire.CommitRequest) (meta.FileContent, error) {
+	if len(c.Manifest) < crypto.BoxOverhead || len(c.Manifest) > meta.MaxManifestSize {
+		return meta.FileContent{}, badRequest("manifest of %d bytes", len(c.Manifest))
+	}
+	data, wr, err := s.store.SealValue([]byte(p.account.Name), manifestID(file), c.Manifest)
+	if err != nil {
+		return meta.FileContent{}, err
+	}
+	fc := meta.FileContent{Manifest: meta.Sealed{Data: data, KEKID: wr.KEKID, WrappedKey: wr.WrappedKey}, Chunks: make([]meta.ChunkPos, len(c.Chunks))}
+	for i, cp := range c.Chunks {
+		fc.Chunks[i] = meta.ChunkPos{Index: cp.Index, ID: meta.ID(cp.ID)}
+	}
+	return fc, nil
+}
+
+func (s *Server) commit(w http.ResponseWriter, r *http.Request) error {
+	file, err := pathID(r, "file")
+	if err != nil {
+		return err
+	}
+	var req wire.CommitRequest
+	if err := decodeJSON(w, r, wire.MaxCommitBody, &req); err != nil {
+		return err
+	}
+	p := principalOf(r)
+	in, err := s.commitContent(r.Context(), p, file, &req)
+	if err != nil {
+		return err
+	}
+	v := inodeView(in)
+	writeJSON(w, http.StatusOK, &v)
+	return nil
+}
+
+func (s *Server) commitContent(ctx context.Context, p *principal, file meta.ID, req *wire.CommitRequest) (meta.Inode, error) {
+	fc, err := s.fileContent(p, file, req)
+	if err != nil {
+		return meta.Inode{}, err
+	}
+	return s.meta.Commit(ctx, p.account.ID, meta.CommitRequest{File: file, IfVersion: req.IfVersion,
+		Manifest: fc.Manifest, Attr: req.Attr, Chunks: fc.Chunks})
+}
+
+// small handles a whole small file in one request: MAC check, chunk, then
+// create-and-commit or commit.
+func (s *Server) small(w http.ResponseWriter, r *http.Request) error {
+	a := principalOf(r).account
+	l, err := accountLayout(a)
+	if err != nil {
+		return err
+	}
+	release, err := s.uploadSlot(a.ID)
+	if err != nil {
+		return err
+	}
+	defer release()
+	limit := int64(4 + wire.MaxJSONBody + l.MaxSealedChunkSize())
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if len(body) < 4 {
+		return badRequest("small upload shorter than its framing")
+	}
+	hlen := binary.BigEndian.Uint32(body)
+	if uint64(hlen) > uint64(len(body)-4) || hlen > wire.MaxJSONBody {
+		return badRequest("small upload header length %d does not fit", hlen)
+	}
+	var hdr wire.SmallHeader
+	if err := wire.Decode(body[4:4+hlen], &hdr); err != nil {
+		return badRequest("malformed small upload header: %v", err)
+	}
+	chunk := body[4+hlen:]
+	p := principalOf(r)
+	file := meta.ID(hdr.File)
+	if hdr.Chunk != nil {
+		if len(chunk) == 0 || len(chunk) > l.MaxSealedChunkSize() {
+			return badRequest("small upload chunk of %d bytes", len(chunk))
+		}
+		if crypto.ID(hdr.Chunk.ID).IsZero() {
+			return badRequest("the zero chunk ID is reserved for holes")
+		}
+		tm, err := s.transferMAC(a)
+		if err != nil {
+			return err
+		}
+		ref := crypto.ChunkRef{File: file, Index: hdr.Chunk.Index, ID: crypto.ID(hdr.Chunk.ID)}
+		if err := tm.Verify(ref, chunk, hdr.Chunk.MAC); err != nil {
+			s.metrics.hmacRejected()
+			return errf(wire.CodeMACMismatch, "the chunk's transfer HMAC does not verify; nothing was stored")
+		}
+		s.metrics.bytesIn(len(chunk))
+		if _, err := s.storeChunk(r.Context(), a, ref, chunk); err != nil {
+			return err
+		}
+	} else if len(chunk) != 0 {
+		return badRequest("small upload carries bytes but no chunk header")
+	}
+	var in meta.Inode
+	if hdr.Create != nil {
+		if meta.ID(hdr.Create.Inode.ID) != file {
+			return badRequest("create names another inode than file")
+		}
+		fc, err := s.fileContent(p, file, &hdr.Commit)
+		if err != nil {
+			return err
+		}
+		cr, err := s.createRequest(r, meta.ID(hdr.Parent), hdr.Create, &fc)
+		if err != nil {
+			return err
+		}
+		if in, err = s.meta.Create(r.Context(), a.ID, cr); err != nil {
+			return err
+		}
+	} else if in, err = s.commitContent(r.Context(), p, file, &hdr.Commit); err != nil {
+		return err
+	}
+	v := inodeView(in)
+	writeJSON(w, http.StatusCreated, &v)
+	return nil
+}
+
+// CollectGarbage deletes chunks that no file version references and that
+// are older than the grace period: first the record (only if still
+// unreferenced), then the blob. It returns how many it deleted.
+func (s *Server) CollectGarbage(ctx context.Context) (int, error) {
+	n := 0
+	for {
+		batch, err := s.meta.GarbageChunks(ctx, time.Now().Add(-s.cfg.GCGrace), 1000)
+		if err != nil || len(batch) == 0 {
+			return n, err
+		}
+		progress := false
+		for _, c := range batch {
+			ok, err := s.meta.DeleteChunk(ctx, c.Account, c.ID)
+			if err != nil {
+				return n, err
+			}
+			if !ok {
+				continue
+			}
+			progress = true
+			n++
+			if err := s.store.Delete(ctx, c.BlobKey); err != nil {
+				s.log.Warn("deleting a collected blob", "blob", c.BlobKey, "err", err)
+			}
+		}
+		if !progress {
+			return n, nil
+		}
+	}
+}

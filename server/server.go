@@ -1,0 +1,229 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/wire"
+	"github.com/sealfs/sealfs/server/atrest"
+	"github.com/sealfs/sealfs/server/meta"
+)
+
+// Config tunes a Server. The zero value of each field picks the default.
+type Config struct {
+	// SessionTTL is how long a login lasts (default 30 days).
+	SessionTTL time.Duration
+	// UploadsPerAccount bounds concurrent chunk uploads of one account
+	// (default 32); more answer 429 too_many_uploads.
+	UploadsPerAccount int
+	// GCGrace is how old an unreferenced chunk must be before it is
+	// collected (default 1 hour): uploads in progress are younger.
+	GCGrace time.Duration
+	// GCInterval is how often garbage is collected (default 5 minutes).
+	GCInterval time.Duration
+	// Secret keys the fake pre-login salts of unknown users; it must be
+	// stable across restarts (cmd/sealfs keeps it in the data directory).
+	Secret []byte
+	// Logger receives the server's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Metrics, when not nil, counts requests and bytes.
+	Metrics *Metrics
+}
+
+// Server serves the sealfs API. Create it with New; it is an http.Handler.
+type Server struct {
+	meta    meta.Store
+	store   *atrest.Store
+	cfg     Config
+	log     *slog.Logger
+	secret  []byte
+	metrics *Metrics
+	limits  *throttle
+	mux     *http.ServeMux
+
+	uploadsMu sync.Mutex
+	uploads   map[int64]int
+
+	macsMu sync.Mutex
+	macs   map[int64]*crypto.TransferMAC
+}
+
+// New returns a Server over the given stores.
+func New(m meta.Store, store *atrest.Store, cfg Config) *Server {
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = 30 * 24 * time.Hour
+	}
+	if cfg.UploadsPerAccount == 0 {
+		cfg.UploadsPerAccount = 32
+	}
+	if cfg.GCGrace == 0 {
+		cfg.GCGrace = time.Hour
+	}
+	if cfg.GCInterval == 0 {
+		cfg.GCInterval = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		meta: m, store: store, cfg: cfg, log: cfg.Logger, secret: cfg.Secret,
+		metrics: cfg.Metrics, limits: newThrottle(), mux: http.NewServeMux(),
+		uploads: map[int64]int{}, macs: map[int64]*crypto.TransferMAC{},
+	}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	p := wire.APIPrefix
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	m.HandleFunc("POST "+p+"/register", s.handle(s.register))
+	m.HandleFunc("POST "+p+"/prelogin", s.handle(s.prelogin))
+	m.HandleFunc("POST "+p+"/login", s.handle(s.login))
+	m.HandleFunc("POST "+p+"/logout", s.authenticated(s.logout))
+	m.HandleFunc("GET "+p+"/account", s.authenticated(s.getAccount))
+	m.HandleFunc("POST "+p+"/passwd", s.authenticated(s.passwd))
+
+	m.HandleFunc("GET "+p+"/inodes/{id}", s.authenticated(s.getInode))
+	m.HandleFunc("PATCH "+p+"/inodes/{id}", s.authenticated(s.setAttr))
+	m.HandleFunc("GET "+p+"/dirs/{id}/entries/{index}", s.authenticated(s.lookup))
+	m.HandleFunc("GET "+p+"/dirs/{id}/entries", s.authenticated(s.readDir))
+	m.HandleFunc("POST "+p+"/dirs/{id}/entries", s.authenticated(s.create))
+	m.HandleFunc("POST "+p+"/dirs/{id}/links", s.authenticated(s.link))
+	m.HandleFunc("DELETE "+p+"/dirs/{id}/entries/{index}", s.authenticated(s.unlink))
+	m.HandleFunc("POST "+p+"/rename", s.authenticated(s.rename))
+
+	m.HandleFunc("PUT "+p+"/files/{file}/chunks/{index}/{chunk}", s.authenticated(s.putChunk))
+	m.HandleFunc("GET "+p+"/chunks/{chunk}", s.authenticated(s.getChunk))
+	m.HandleFunc("POST "+p+"/chunks/have", s.authenticated(s.haveChunks))
+	m.HandleFunc("POST "+p+"/files/{file}/commit", s.authenticated(s.commit))
+	m.HandleFunc("POST "+p+"/small", s.authenticated(s.small))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, &wire.Error{Code: wire.CodeNotFound, Message: "no such endpoint: see docs/protocol.md"})
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+	}
+	s.metrics.request(route, sw.status, time.Since(start))
+	// Logs carry the route pattern, never the path: paths hold IDs and
+	// name indexes, and no token, key or name may reach a log.
+	s.log.Debug("request", "route", route, "status", sw.status, "dur", time.Since(start))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// handle adapts an error-returning handler.
+func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	}
+}
+
+// readBody reads a whole body of at most limit bytes (413 beyond).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errf(wire.CodeTooLarge, "request body of %d bytes exceeds %d", r.ContentLength, limit)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errf(wire.CodeTooLarge, "request body exceeds %d bytes", limit)
+		}
+		return nil, errf(wire.CodeBadRequest, "reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+// decodeJSON reads and strictly decodes a JSON body.
+func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, wire.ContentTypeJSON) {
+		return badRequest("Content-Type must be %s", wire.ContentTypeJSON)
+	}
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if err := wire.Decode(body, v); err != nil {
+		return badRequest("malformed JSON body: %v", err)
+	}
+	return nil
+}
+
+func pathID(r *http.Request, name string) (meta.ID, error) {
+	id, err := crypto.ParseID(r.PathValue(name))
+	if err != nil {
+		return meta.ID{}, badRequest("%s is not a 32-digit hex ID", name)
+	}
+	return id, nil
+}
+
+func pathIndex(r *http.Request) ([]byte, error) {
+	x, err := wire.ParseIndex(r.PathValue("index"))
+	if err != nil {
+		return nil, badRequest("name index is not 64 hex digits")
+	}
+	return x[:], nil
+}
+
+// ifMatch parses If-Match: "<version>" (quotes optional); 0 when absent.
+func ifMatch(r *http.Request) (int64, error) {
+	v := strings.Trim(strings.TrimPrefix(r.Header.Get(wire.HeaderIfMatch), "W/"), `"`)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, badRequest("If-Match must be a positive inode version")
+	}
+	return n, nil
+}
+
+// Run collects garbage every GCInterval until ctx is done.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(s.cfg.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := s.CollectGarbage(ctx); err != nil {
+				s.log.Warn("garbage collection", "err", err)
+			} else if n > 0 {
+				s.log.Info("garbage collection", "chunks", n)
+			}
+		}
+	}
+}
+
