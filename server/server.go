@@ -226,4 +226,3 @@ func (s *Server) Run(ctx context.Context) {
 		}
 	}
 }
-
