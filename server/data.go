@@ -111,9 +111,14 @@ func parseMAC(s string) ([]byte, error) {
 	return mac, nil
 }
 
+// newBlobKey returns a fresh storage key. Its first byte, which picks the
+// blob store's fan-out directory, comes from the clock rather than chance:
+// uploads that run at the same moment land in one directory and share its
+// group-committed fsync, while over time every directory fills evenly.
 func newBlobKey() string {
 	b := make([]byte, 16)
 	rand.Read(b)
+	b[0] = byte(time.Now().UnixMilli() / 250)
 	return hex.EncodeToString(b)
 }
 

@@ -259,9 +259,20 @@ func runServe(args []string) error {
 // self-signed certificate kept in the data directory.
 func serverTLS(log *slog.Logger, data, listen string, hostnames []string, certFile, keyFile, acmeDomain string) (*tls.Config, func() error, string, error) {
 	if acmeDomain != "" {
-		conf, _, err := tlscert.ACMEConfig(acmeDomain, filepath.Join(data, acmeDir))
+		conf, challenges, err := tlscert.ACMEConfig(acmeDomain, filepath.Join(data, acmeDir))
+		if err != nil {
+			return nil, nil, "", err
+		}
 		os.Remove(filepath.Join(data, servingFile))
-		return conf, nil, "(ACME certificate for " + acmeDomain + ")", err
+		// HTTP-01 challenges need port 80; TLS-ALPN-01 works on the TLS
+		// port alone, so a busy or forbidden port 80 is only a warning.
+		go func() {
+			hs := &http.Server{Addr: ":80", Handler: challenges, ReadHeaderTimeout: 10 * time.Second}
+			if err := hs.ListenAndServe(); err != nil {
+				log.Warn("ACME HTTP-01 listener on :80 unavailable; relying on TLS-ALPN-01", "err", err)
+			}
+		}()
+		return conf, nil, "(ACME certificate for " + acmeDomain + ")", nil
 	}
 	if certFile == "" {
 		hosts := append([]string{}, hostnames...)
