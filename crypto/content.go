@@ -54,6 +54,9 @@ func (l Layout) MaxSealedChunkSize() int {
 // ChunkCount is how many chunks a file of size bytes has.
 func (l Layout) ChunkCount(size uint64) uint64 {
 	cs := uint64(l.ChunkSize())
+	if cs == 0 {
+		return 0
+	}
 	return size/cs + min(size%cs, 1)
 }
 
@@ -61,6 +64,9 @@ func (l Layout) ChunkCount(size uint64) uint64 {
 // 0 when the chunk lies beyond the end.
 func (l Layout) ChunkPlainLen(size, index uint64) int {
 	cs := uint64(l.ChunkSize())
+	if cs == 0 {
+		return 0
+	}
 	hi, lo := bits.Mul64(index, cs)
 	if hi != 0 || lo >= size {
 		return 0
@@ -72,7 +78,7 @@ func (l Layout) ChunkPlainLen(size, index uint64) int {
 // last says whether it is the file's final chunk, whose final block is
 // padded.
 func (l Layout) SealedChunkLen(plainLen int, last bool) int {
-	if plainLen <= 0 {
+	if plainLen <= 0 || l.Check() != nil {
 		return 0
 	}
 	bs := int(l.BlockSize)
@@ -88,6 +94,9 @@ func (l Layout) SealedChunkLen(plainLen int, last bool) int {
 // paddedTail is the plaintext length the final block is padded to.
 func (l Layout) paddedTail(n int) int {
 	p := int(l.PadUnit)
+	if p == 0 {
+		return n
+	}
 	return min((n+p-1)/p*p, int(l.BlockSize))
 }
 
@@ -239,6 +248,9 @@ func (c *FileCipher) OpenChunk(dst []byte, index uint64, id ID, sealed []byte, p
 // a reader can fetch or read just that block.
 func (l Layout) BlockSpan(plainLen int, last bool, b uint32) (off, n int, ok bool) {
 	bs := int(l.BlockSize)
+	if l.Check() != nil {
+		return 0, 0, false
+	}
 	start := int(b) * bs
 	if start >= plainLen {
 		return 0, 0, false

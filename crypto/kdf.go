@@ -75,8 +75,12 @@ func DefaultKDFParams(salt []byte) KDFParams {
 // brute-force. Tests use exactly this floor to stay fast.
 var MinKDFParams = KDFParams{Algorithm: KDFAlgorithmArgon2id, Time: 1, MemoryKiB: 8 * 1024, Threads: 1}
 
-// maxKDFMemoryKiB bounds what a server can make a client allocate (4 GiB).
-const maxKDFMemoryKiB = 4 << 20
+// maxKDFMemoryKiB bounds what a server can make a client allocate (1 GiB),
+// and maxKDFTime how long it can make it compute.
+const (
+	maxKDFMemoryKiB = 1 << 20
+	maxKDFTime      = 100
+)
 
 // Check reports whether p is well formed and at least as strong as
 // MinKDFParams.
@@ -87,10 +91,10 @@ func (p KDFParams) Check() error {
 	if len(p.Salt) != SaltSize {
 		return fmt.Errorf("%w: KDF salt is %d bytes, want %d", ErrCorrupt, len(p.Salt), SaltSize)
 	}
-	if p.MemoryKiB > maxKDFMemoryKiB || p.Time > 1000 || p.Threads == 0 {
+	if p.MemoryKiB > maxKDFMemoryKiB || p.Time > maxKDFTime || p.Threads == 0 {
 		return fmt.Errorf("%w: KDF parameters out of range", ErrCorrupt)
 	}
-	if p.Time < MinKDFParams.Time || p.MemoryKiB < MinKDFParams.MemoryKiB || p.MemoryKiB < 8*uint32(p.Threads) {
+	if p.Time < MinKDFParams.Time || p.MemoryKiB < MinKDFParams.MemoryKiB {
 		return ErrWeakParameters
 	}
 	return nil

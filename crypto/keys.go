@@ -31,11 +31,15 @@ func (id ID) String() string { return hex.EncodeToString(id[:]) }
 func ParseID(s string) (ID, error) {
 	var id ID
 	if len(s) != 2*IDSize {
-		return id, fmt.Errorf("%w: ID %q is not %d hex digits", ErrCorrupt, s, 2*IDSize)
+		return ID{}, fmt.Errorf("%w: ID %q is not %d hex digits", ErrCorrupt, s, 2*IDSize)
 	}
-	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
-		return id, fmt.Errorf("%w: ID %q is not hex", ErrCorrupt, s)
+	// Only lower case, so that one ID has one spelling in URLs and logs.
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return ID{}, fmt.Errorf("%w: ID %q is not lower-case hex", ErrCorrupt, s)
+		}
 	}
+	hex.Decode(id[:], []byte(s))
 	return id, nil
 }
 
@@ -129,9 +133,13 @@ func NewAccountKeyPair(k *Keys) (AccountKeyPair, error) {
 	if err != nil {
 		return AccountKeyPair{}, err
 	}
+	aead, err := newGCM(k.Account)
+	if err != nil {
+		return AccountKeyPair{}, err
+	}
 	pub := priv.PublicKey().Bytes()
 	ad := newAD(domainAccountKey, 32).bytes(pub)
-	sealed := sealBox(make([]byte, 0, SealedPrivateKeySize), mustGCM(k.Account), priv.Bytes(), ad)
+	sealed := sealBox(make([]byte, 0, SealedPrivateKeySize), aead, priv.Bytes(), ad)
 	return AccountKeyPair{Public: pub, SealedPrivate: sealed}, nil
 }
 
@@ -141,8 +149,12 @@ func OpenAccountKeyPair(k *Keys, p AccountKeyPair) (*ecdh.PrivateKey, error) {
 	if len(p.Public) != 32 || len(p.SealedPrivate) != SealedPrivateKeySize {
 		return nil, fmt.Errorf("%w: account key pair has wrong sizes", ErrCorrupt)
 	}
+	aead, err := newGCM(k.Account)
+	if err != nil {
+		return nil, err
+	}
 	ad := newAD(domainAccountKey, 32).bytes(p.Public)
-	raw, err := openBox(nil, mustGCM(k.Account), p.SealedPrivate, ad)
+	raw, err := openBox(nil, aead, p.SealedPrivate, ad)
 	if err != nil {
 		return nil, err
 	}

@@ -23,8 +23,9 @@ const maxAccountName = 1024
 // terminates TLS can read chunks but cannot forge or redirect one. It is safe
 // for concurrent use.
 type TransferMAC struct {
-	key     []byte
-	account []byte
+	// keyed has absorbed the key and the per-account prefix; each chunk
+	// starts from a clone of it, which skips the HMAC key schedule.
+	keyed hash.Cloner
 }
 
 // NewTransferMAC returns the MAC of account's chunks under key.
@@ -35,16 +36,25 @@ func NewTransferMAC(key []byte, account string) (*TransferMAC, error) {
 	if len(account) == 0 || len(account) > maxAccountName {
 		return nil, fmt.Errorf("%w: account name of %d bytes", ErrCorrupt, len(account))
 	}
-	return &TransferMAC{key: key, account: []byte(account)}, nil
+	h := hmac.New(sha256.New, key)
+	h.Write(newAD(domainTransfer, 2+len(account)).lenBytes([]byte(account)))
+	keyed, ok := h.(hash.Cloner)
+	if !ok {
+		return nil, fmt.Errorf("sealfs/crypto: HMAC state cannot be cloned")
+	}
+	return &TransferMAC{keyed: keyed}, nil
 }
 
 // New returns an HMAC that has absorbed ref's identity; write the sealed
 // chunk to it (for example through FileCipher.SealChunk or while reading a
 // request body) and call Sum.
 func (t *TransferMAC) New(ref ChunkRef) hash.Hash {
-	h := hmac.New(sha256.New, t.key)
-	var buf [2 + 2 + maxAccountName + 2*IDSize + 8]byte
-	h.Write(newADInto(buf[:0], domainTransfer).lenBytes(t.account).bytes(ref.File[:]).u64(ref.Index).bytes(ref.ID[:]))
+	h, err := t.keyed.Clone()
+	if err != nil {
+		panic("sealfs/crypto: cloning HMAC state: " + err.Error())
+	}
+	var buf [2*IDSize + 8]byte
+	h.Write(adBuilder(buf[:0]).bytes(ref.File[:]).u64(ref.Index).bytes(ref.ID[:]))
 	return h
 }
 
@@ -72,10 +82,4 @@ func CheckMAC(computed, received []byte) error {
 // hmacEqual compares in constant time; unequal lengths are simply unequal.
 func hmacEqual(a, b []byte) bool {
 	return len(a) == len(b) && subtle.ConstantTimeCompare(a, b) == 1
-}
-
-// newADInto is newAD over a caller's buffer, to keep hot paths free of
-// allocations.
-func newADInto(buf []byte, domain byte) adBuilder {
-	return append(adBuilder(buf[:0]), FormatVersion, domain)
 }
