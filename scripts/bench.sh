@@ -7,14 +7,16 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 
 echo "== crypto, one core: sealfs constructions beside the bare primitives over the same bytes"
-go test -run '^$' -bench 'SealChunkMAC|VerifyOpenChunk|Primitive|OpenBlock4K' -benchmem -cpu 1 -benchtime 2s ./crypto/ | tee "$out"
+# -count 5, best of each: the ratio compares costs, and a busy machine only
+# ever makes a run slower, so the fastest run is the truest figure.
+go test -run '^$' -bench 'SealChunkMAC|VerifyOpenChunk|Primitive|OpenBlock4K' -benchmem -cpu 1 -count 5 -benchtime 1s ./crypto/ | tee "$out"
 python3 - "$out" <<'PY'
 import re, sys
 mbs = {}
 for line in open(sys.argv[1]):
     m = re.match(r'Benchmark(\w+)\s+\d+\s+[\d.]+ ns/op\s+([\d.]+) MB/s', line)
     if m:
-        mbs[m.group(1)] = float(m.group(2))
+        mbs[m.group(1)] = max(mbs.get(m.group(1), 0), float(m.group(2)))
 def both(a, b):  # throughput of doing a and then b over the same bytes
     return 1 / (1 / mbs[a] + 1 / mbs[b])
 for name, a, b in [("SealChunkMAC", "PrimitiveGCMSeal", "PrimitiveHMAC"),
