@@ -1,0 +1,290 @@
+package meta
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+const chunkCols = `id, file, idx, size, blob_key, kek_id, wrapped_key, created_at`
+
+// chunkColsC is chunkCols qualified by the alias c, for joins.
+const chunkColsC = `c.id, c.file, c.idx, c.size, c.blob_key, c.kek_id, c.wrapped_key, c.created_at`
+
+// chunkScan receives the columns of chunkCols.
+type chunkScan struct {
+	c       ChunkRecord
+	idx     int64
+	created int64
+}
+
+func (r *chunkScan) dests() []any {
+	return []any{idDest{&r.c.ID}, idDest{&r.c.File}, &r.idx, &r.c.Size, &r.c.BlobKey, &r.c.KEKID, &r.c.WrappedKey, &r.created}
+}
+
+func (r *chunkScan) record() ChunkRecord {
+	c := r.c
+	c.Index = uint64(r.idx)
+	c.CreatedAt = fromNanos(r.created)
+	return c
+}
+
+func getChunk(d dbtx, account int64, id ID) (ChunkRecord, error) {
+	var r chunkScan
+	err := d.queryRow(`SELECT `+chunkCols+` FROM chunks WHERE account = $1 AND id = $2`, account, id[:]).Scan(r.dests()...)
+	if err != nil {
+		return ChunkRecord{}, dbErr("get chunk", notFound(err, "chunk %x", id))
+	}
+	return r.record(), nil
+}
+
+// PutChunk implements Chunks.
+func (s *SQLite) PutChunk(ctx context.Context, account int64, c ChunkRecord) (ChunkRecord, bool, error) {
+	if err := checkChunkRecord(c); err != nil {
+		return ChunkRecord{}, false, err
+	}
+	var stored ChunkRecord
+	created := false
+	err := s.update(ctx, func(d dbtx) error {
+		now := time.Now()
+		old, err := getChunk(d, account, c.ID)
+		switch {
+		case err == nil:
+			if old.File != c.File || old.Index != c.Index || old.Size != c.Size {
+				return fmt.Errorf("%w: chunk %x was stored for another position", ErrExists, c.ID)
+			}
+			stored = old
+			return nil
+		case !errors.Is(err, ErrNotFound):
+			return err
+		}
+		var quota, used int64
+		err = d.queryRow(`SELECT quota_bytes, used_bytes FROM accounts WHERE id = $1`, account).Scan(&quota, &used)
+		if err != nil {
+			return dbErr("put chunk", notFound(err, "account %d", account))
+		}
+		if quota > 0 && c.Size > quota-used {
+			return fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
+		}
+		if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			account, c.ID[:], c.File[:], int64(c.Index), c.Size, c.BlobKey, c.KEKID, c.WrappedKey, nanos(now)); err != nil {
+			return dbErr("put chunk", err)
+		}
+		if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {
+			return dbErr("put chunk", err)
+		}
+		stored, created = c, true
+		stored.CreatedAt = fromNanos(nanos(now))
+		return nil
+	})
+	if err != nil {
+		return ChunkRecord{}, false, err
+	}
+	return stored, created, nil
+}
+
+// GetChunk implements Chunks.
+func (s *SQLite) GetChunk(ctx context.Context, account int64, id ID) (ChunkRecord, error) {
+	d, err := s.read(ctx)
+	if err != nil {
+		return ChunkRecord{}, err
+	}
+	return getChunk(d, account, id)
+}
+
+// HaveChunks implements Chunks.
+func (s *SQLite) HaveChunks(ctx context.Context, account int64, ids []ID) ([]bool, error) {
+	have := make(map[ID]bool, len(ids))
+	err := s.view(ctx, func(d dbtx) error {
+		return inBatches(ids, func(batch []ID) error {
+			return forChunks(d, account, batch, func(id ID, _ int64) { have[id] = true })
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		out[i] = have[id]
+	}
+	return out, nil
+}
+
+// forChunks calls fn with the ID and size of each chunk of batch that the
+// account stores.
+func forChunks(d dbtx, account int64, batch []ID, fn func(id ID, size int64)) error {
+	rows, err := d.query(`SELECT id, size FROM chunks WHERE account = $1 AND id IN (`+placeholders(2, len(batch))+`)`,
+		idArgs([]any{account}, batch)...)
+	if err != nil {
+		return dbErr("read chunks", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id ID
+		var size int64
+		if err := rows.Scan(idDest{&id}, &size); err != nil {
+			return dbErr("read chunks", err)
+		}
+		fn(id, size)
+	}
+	return dbErr("read chunks", rows.Err())
+}
+
+// chunkSizes returns the size of each of the distinct IDs, or a
+// *MissingChunksError listing, in the order given, those the account lacks.
+func chunkSizes(d dbtx, account int64, ids []ID) (map[ID]int64, error) {
+	sizes := make(map[ID]int64, len(ids))
+	err := inBatches(ids, func(batch []ID) error {
+		return forChunks(d, account, batch, func(id ID, size int64) { sizes[id] = size })
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(sizes) == len(ids) {
+		return sizes, nil
+	}
+	missing := &MissingChunksError{}
+	for _, id := range ids {
+		if _, ok := sizes[id]; !ok {
+			missing.IDs = append(missing.IDs, id)
+		}
+	}
+	return nil, missing
+}
+
+// contentSize is the sealed size of a file version: a chunk used at several
+// positions counts at each, as it would in the file.
+func contentSize(chunks []ChunkPos, sizes map[ID]int64) int64 {
+	var n int64
+	for _, c := range chunks {
+		n += sizes[c.ID]
+	}
+	return n
+}
+
+// setFileChunks makes the file's chunk references exactly chunks. It writes
+// only the positions that change, so committing an edit to one chunk of a
+// large file costs a few rows, not a rewrite of all of them; fresh skips
+// reading the old references of a file that has none.
+func setFileChunks(d dbtx, account int64, file ID, chunks []ChunkPos, fresh bool) error {
+	old := map[uint64]ID{}
+	if !fresh {
+		rows, err := d.query(`SELECT idx, chunk FROM file_chunks WHERE account = $1 AND file = $2`, account, file[:])
+		if err != nil {
+			return dbErr("read file chunks", err)
+		}
+		for rows.Next() {
+			var idx int64
+			var id ID
+			if err := rows.Scan(&idx, idDest{&id}); err != nil {
+				rows.Close()
+				return dbErr("read file chunks", err)
+			}
+			old[uint64(idx)] = id
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return dbErr("read file chunks", err)
+		}
+	}
+	var changed []ChunkPos
+	for _, c := range chunks {
+		id, ok := old[c.Index]
+		delete(old, c.Index)
+		if !ok || id != c.ID {
+			changed = append(changed, c)
+		}
+	}
+	removed := make([]any, 0, len(old))
+	for idx := range old {
+		removed = append(removed, int64(idx))
+	}
+	for len(removed) > 0 {
+		n := min(len(removed), batchSize)
+		args := append([]any{account, file[:]}, removed[:n]...)
+		if _, err := d.exec(`DELETE FROM file_chunks WHERE account = $1 AND file = $2 AND idx IN (`+
+			placeholders(3, n)+`)`, args...); err != nil {
+			return dbErr("write file chunks", err)
+		}
+		removed = removed[n:]
+	}
+	for len(changed) > 0 {
+		n := min(len(changed), batchSize)
+		var values []byte
+		args := make([]any, 0, 2+2*n)
+		args = append(args, account, file[:])
+		for i, c := range changed[:n] {
+			if i > 0 {
+				values = append(values, ", "...)
+			}
+			values = fmt.Appendf(values, "($1, $2, $%d, $%d)", 3+2*i, 4+2*i)
+			args = append(args, int64(c.Index), c.ID[:])
+		}
+		if _, err := d.exec(`INSERT INTO file_chunks (account, file, idx, chunk) VALUES `+string(values)+
+			` ON CONFLICT (account, file, idx) DO UPDATE SET chunk = excluded.chunk`, args...); err != nil {
+			return dbErr("write file chunks", err)
+		}
+		changed = changed[n:]
+	}
+	return nil
+}
+
+// Commit implements Chunks.
+func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (Inode, error) {
+	chunkIDs, err := checkContent(r.Manifest, r.Chunks)
+	if err != nil {
+		return Inode{}, err
+	}
+	if err := checkSize("attributes", r.Attr, MaxSealedSize); err != nil {
+		return Inode{}, err
+	}
+	if r.IfVersion < 0 {
+		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, r.IfVersion)
+	}
+	var in Inode
+	err = s.update(ctx, func(d dbtx) error {
+		now := time.Now()
+		var typ, version int64
+		err := d.queryRow(`SELECT type, version FROM inodes WHERE account = $1 AND id = $2`, account, r.File[:]).
+			Scan(&typ, &version)
+		if err != nil {
+			return dbErr("commit", notFound(err, "inode %x", r.File))
+		}
+		switch t := InodeType(typ); {
+		case t == TypeDir:
+			return fmt.Errorf("%w: commit to a directory", ErrIsDir)
+		case t != TypeFile:
+			return fmt.Errorf("%w: commit to a %s", ErrInvalid, t)
+		case r.IfVersion != 0 && version != r.IfVersion:
+			return fmt.Errorf("%w: file %x is at version %d, not %d", ErrVersionMismatch, r.File, version, r.IfVersion)
+		}
+		sizes, err := chunkSizes(d, account, chunkIDs)
+		if err != nil {
+			return err
+		}
+		if err := setFileChunks(d, account, r.File, r.Chunks, false); err != nil {
+			return err
+		}
+		var attr any // NULL keeps the attributes
+		if r.Attr != nil {
+			attr = r.Attr
+		}
+		in = Inode{ID: r.File, Type: TypeFile, Manifest: &r.Manifest, Size: contentSize(r.Chunks, sizes)}
+		var changed int64
+		err = d.queryRow(`UPDATE inodes SET manifest_data = $3, manifest_kek = $4, manifest_wrapped = $5,
+				attr = COALESCE($6, attr), size_bytes = $7, version = version + 1, changed_at = $8
+			WHERE account = $1 AND id = $2 RETURNING version, nlink, attr, changed_at`,
+			account, r.File[:], r.Manifest.Data, r.Manifest.KEKID, r.Manifest.WrappedKey, attr, in.Size, nanos(now)).
+			Scan(&in.Version, &in.Nlink, &in.Attr, &changed)
+		if err != nil {
+			return dbErr("commit", err)
+		}
+		in.ChangedAt = fromNanos(changed)
+		return nil
+	})
+	if err != nil {
+		return Inode{}, err
+	}
+	return in, nil
+}
