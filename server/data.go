@@ -122,34 +122,50 @@ func newBlobKey() string {
 	return hex.EncodeToString(b)
 }
 
-// storeChunk verifies nothing: its caller already checked the MAC. It writes
-// the chunk at rest and records it; an identical retry is a no-op. It
-// reports whether it created the chunk.
-func (s *Server) storeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (bool, error) {
+// writeChunkBlob writes a chunk whose MAC its caller checked to the at-rest
+// store and returns the record to keep for it, or nil when the account
+// already holds this exact chunk (a retry). The record is not yet in the
+// metadata: the caller records it, or deletes the blob.
+func (s *Server) writeChunkBlob(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (*meta.ChunkRecord, error) {
 	if old, err := s.meta.GetChunk(ctx, a.ID, ref.ID); err == nil {
 		if old.File == ref.File && old.Index == ref.Index && old.Size == int64(len(body)) {
-			return false, nil
+			return nil, nil
 		}
-		return false, errf(wire.CodeExists, "chunk ID already used for other content")
+		return nil, errf(wire.CodeExists, "chunk ID already used for other content")
 	} else if !errors.Is(err, meta.ErrNotFound) {
-		return false, err
+		return nil, err
 	}
 	if a.QuotaBytes > 0 && a.UsedBytes+int64(len(body)) > a.QuotaBytes {
-		return false, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
+		return nil, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
 	}
 	key := newBlobKey()
 	w, err := s.store.Put(ctx, []byte(a.Name), ref.ID[:], key, body)
 	if err != nil {
+		return nil, err
+	}
+	return &meta.ChunkRecord{ID: ref.ID, File: ref.File, Index: ref.Index, Size: int64(len(body)),
+		BlobKey: key, KEKID: w.KEKID, WrappedKey: w.WrappedKey}, nil
+}
+
+// dropBlob deletes a blob that no record references after all.
+func (s *Server) dropBlob(ctx context.Context, key string) {
+	if err := s.store.Delete(context.WithoutCancel(ctx), key); err != nil {
+		s.log.Warn("deleting an unrecorded blob", "err", err)
+	}
+}
+
+// storeChunk writes and records a chunk; an identical retry is a no-op. It
+// reports whether it created the chunk.
+func (s *Server) storeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (bool, error) {
+	rec, err := s.writeChunkBlob(ctx, a, ref, body)
+	if err != nil || rec == nil {
 		return false, err
 	}
-	rec, created, err := s.meta.PutChunk(ctx, a.ID, meta.ChunkRecord{ID: ref.ID, File: ref.File, Index: ref.Index,
-		Size: int64(len(body)), BlobKey: key, KEKID: w.KEKID, WrappedKey: w.WrappedKey})
-	if err != nil || rec.BlobKey != key {
+	stored, created, err := s.meta.PutChunk(ctx, a.ID, *rec)
+	if err != nil || stored.BlobKey != rec.BlobKey {
 		// Not recorded (an error, or a concurrent identical upload won):
 		// the blob just written is nobody's.
-		if derr := s.store.Delete(context.WithoutCancel(ctx), key); derr != nil {
-			s.log.Warn("deleting an unrecorded blob", "err", derr)
-		}
+		s.dropBlob(ctx, rec.BlobKey)
 	}
 	return created, err
 }
@@ -349,6 +365,7 @@ func (s *Server) small(w http.ResponseWriter, r *http.Request) error {
 	chunk := body[4+hlen:]
 	p := principalOf(r)
 	file := meta.ID(hdr.File)
+	var newChunks []meta.ChunkRecord
 	if hdr.Chunk != nil {
 		if len(chunk) == 0 || len(chunk) > l.MaxSealedChunkSize() {
 			return badRequest("small upload chunk of %d bytes", len(chunk))
@@ -366,34 +383,50 @@ func (s *Server) small(w http.ResponseWriter, r *http.Request) error {
 			return errf(wire.CodeMACMismatch, "the chunk's transfer HMAC does not verify; nothing was stored")
 		}
 		s.metrics.bytesIn(len(chunk))
-		if _, err := s.storeChunk(r.Context(), a, ref, chunk); err != nil {
+		rec, err := s.writeChunkBlob(r.Context(), a, ref, chunk)
+		if err != nil {
 			return err
+		}
+		if rec != nil {
+			newChunks = append(newChunks, *rec)
 		}
 	} else if len(chunk) != 0 {
 		return badRequest("small upload carries bytes but no chunk header")
 	}
-	var in meta.Inode
-	if hdr.Create != nil {
-		if meta.ID(hdr.Create.Inode.ID) != file {
-			return badRequest("create names another inode than file")
+	// The chunk's record, the entry and the manifest go into one metadata
+	// transaction: one durable write for the whole file.
+	in, err := s.smallCommit(r, p, file, &hdr, newChunks)
+	if err != nil {
+		for _, c := range newChunks {
+			s.dropBlob(r.Context(), c.BlobKey)
 		}
-		fc, err := s.fileContent(p, file, &hdr.Commit)
-		if err != nil {
-			return err
-		}
-		cr, err := s.createRequest(r, meta.ID(hdr.Parent), hdr.Create, &fc)
-		if err != nil {
-			return err
-		}
-		if in, err = s.meta.Create(r.Context(), a.ID, cr); err != nil {
-			return err
-		}
-	} else if in, err = s.commitContent(r.Context(), p, file, &hdr.Commit); err != nil {
 		return err
 	}
 	v := inodeView(in)
 	writeJSON(w, http.StatusCreated, &v)
 	return nil
+}
+
+// smallCommit creates-and-commits or commits a small file together with the
+// records of its new chunks.
+func (s *Server) smallCommit(r *http.Request, p *principal, file meta.ID, hdr *wire.SmallHeader, newChunks []meta.ChunkRecord) (meta.Inode, error) {
+	fc, err := s.fileContent(p, file, &hdr.Commit)
+	if err != nil {
+		return meta.Inode{}, err
+	}
+	fc.NewChunks = newChunks
+	if hdr.Create == nil {
+		return s.meta.Commit(r.Context(), p.account.ID, meta.CommitRequest{File: file, IfVersion: hdr.Commit.IfVersion,
+			Manifest: fc.Manifest, Attr: hdr.Commit.Attr, Chunks: fc.Chunks, NewChunks: newChunks})
+	}
+	if meta.ID(hdr.Create.Inode.ID) != file {
+		return meta.Inode{}, badRequest("create names another inode than file")
+	}
+	cr, err := s.createRequest(r, meta.ID(hdr.Parent), hdr.Create, &fc)
+	if err != nil {
+		return meta.Inode{}, err
+	}
+	return s.meta.Create(r.Context(), p.account.ID, cr)
 }
 
 // CollectGarbage deletes chunks that no file version references and that

@@ -47,41 +47,65 @@ func (s *SQLite) PutChunk(ctx context.Context, account int64, c ChunkRecord) (Ch
 	var stored ChunkRecord
 	created := false
 	err := s.update(ctx, func(d dbtx) error {
-		now := time.Now()
-		old, err := getChunk(d, account, c.ID)
-		switch {
-		case err == nil:
-			if old.File != c.File || old.Index != c.Index || old.Size != c.Size {
-				return fmt.Errorf("%w: chunk %x was stored for another position", ErrExists, c.ID)
-			}
-			stored = old
-			return nil
-		case !errors.Is(err, ErrNotFound):
-			return err
-		}
-		var quota, used int64
-		err = d.queryRow(`SELECT quota_bytes, used_bytes FROM accounts WHERE id = $1`, account).Scan(&quota, &used)
-		if err != nil {
-			return dbErr("put chunk", notFound(err, "account %d", account))
-		}
-		if quota > 0 && c.Size > quota-used {
-			return fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
-		}
-		if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			account, c.ID[:], c.File[:], int64(c.Index), c.Size, c.BlobKey, c.KEKID, c.WrappedKey, nanos(now)); err != nil {
-			return dbErr("put chunk", err)
-		}
-		if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {
-			return dbErr("put chunk", err)
-		}
-		stored, created = c, true
-		stored.CreatedAt = fromNanos(nanos(now))
-		return nil
+		var err error
+		stored, created, err = putChunkTx(d, account, c, time.Now())
+		return err
 	})
 	if err != nil {
 		return ChunkRecord{}, false, err
 	}
 	return stored, created, nil
+}
+
+// putChunkTx records a chunk inside a write transaction: see PutChunk.
+func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecord, bool, error) {
+	old, err := getChunk(d, account, c.ID)
+	switch {
+	case err == nil:
+		if old.File != c.File || old.Index != c.Index || old.Size != c.Size {
+			return ChunkRecord{}, false, fmt.Errorf("%w: chunk %x was stored for another position", ErrExists, c.ID)
+		}
+		return old, false, nil
+	case !errors.Is(err, ErrNotFound):
+		return ChunkRecord{}, false, err
+	}
+	var quota, used int64
+	err = d.queryRow(`SELECT quota_bytes, used_bytes FROM accounts WHERE id = $1`, account).Scan(&quota, &used)
+	if err != nil {
+		return ChunkRecord{}, false, dbErr("put chunk", notFound(err, "account %d", account))
+	}
+	if quota > 0 && c.Size > quota-used {
+		return ChunkRecord{}, false, fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
+	}
+	if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		account, c.ID[:], c.File[:], int64(c.Index), c.Size, c.BlobKey, c.KEKID, c.WrappedKey, nanos(now)); err != nil {
+		return ChunkRecord{}, false, dbErr("put chunk", err)
+	}
+	if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {
+		return ChunkRecord{}, false, dbErr("put chunk", err)
+	}
+	c.CreatedAt = fromNanos(nanos(now))
+	return c, true, nil
+}
+
+// putNewChunks records the chunks a commit carries with it, in the commit's
+// transaction. A chunk already recorded with another blob key makes the
+// commit fail with ErrExists, so the caller's blob is never orphaned
+// silently: it deletes it and retries without the chunk.
+func putNewChunks(d dbtx, account int64, cs []ChunkRecord, now time.Time) error {
+	for _, c := range cs {
+		if err := checkChunkRecord(c); err != nil {
+			return err
+		}
+		stored, _, err := putChunkTx(d, account, c, now)
+		if err != nil {
+			return err
+		}
+		if stored.BlobKey != c.BlobKey {
+			return fmt.Errorf("%w: chunk %x is already stored", ErrExists, c.ID)
+		}
+	}
+	return nil
 }
 
 // GetChunk implements Chunks.
@@ -258,6 +282,9 @@ func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (In
 			return fmt.Errorf("%w: commit to a %s", ErrInvalid, t)
 		case r.IfVersion != 0 && version != r.IfVersion:
 			return fmt.Errorf("%w: file %x is at version %d, not %d", ErrVersionMismatch, r.File, version, r.IfVersion)
+		}
+		if err := putNewChunks(d, account, r.NewChunks, now); err != nil {
+			return err
 		}
 		sizes, err := chunkSizes(d, account, chunkIDs)
 		if err != nil {

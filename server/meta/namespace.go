@@ -230,6 +230,9 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 		var mdata, mwrapped []byte
 		var mkek *string
 		if r.Content != nil {
+			if err := putNewChunks(d, account, r.Content.NewChunks, now); err != nil {
+				return err
+			}
 			sizes, err := chunkSizes(d, account, chunkIDs)
 			if err != nil {
 				return err

@@ -122,6 +122,10 @@ type NewInode struct {
 type FileContent struct {
 	Manifest Sealed
 	Chunks   []ChunkPos
+	// NewChunks are recorded in the same transaction, as PutChunk would,
+	// before the references are checked: a small file's chunk, entry and
+	// manifest then cost one durable write.
+	NewChunks []ChunkRecord
 }
 
 // ChunkPos places a chunk at an index of a file.
@@ -201,6 +205,8 @@ type CommitRequest struct {
 	// Attr replaces the file's attributes; nil keeps them.
 	Attr   []byte
 	Chunks []ChunkPos
+	// NewChunks are recorded in the same transaction; see FileContent.
+	NewChunks []ChunkRecord
 }
 
 // ChunkRecord is the metadata of one sealed chunk. Its bytes are stored in

@@ -259,3 +259,44 @@ func testCreateWithContent(t *testing.T, s meta.Store) {
 	wantErr(t, "inode of a failed create", err, meta.ErrNotFound)
 	wantEq(t, "root version after a failed create", getInode(t, s, acct, root).Version, rootV+1)
 }
+
+// testNewChunksInCommit checks chunks recorded in the same transaction as
+// the create or commit that references them: the one-request small file.
+func testNewChunksInCommit(t *testing.T, s meta.Store) {
+	ctx := t.Context()
+	acct := newAccount(t, s, "alice").ID
+	file := newID()
+	c := chunkRec(file, 0, 42)
+	req := createReq(root, "small", meta.TypeFile)
+	req.Inode.ID = file
+	req.Content = &meta.FileContent{Manifest: manifest("kek1", "v1"), Chunks: positions(c), NewChunks: []meta.ChunkRecord{c}}
+	in, err := s.Create(ctx, acct, req)
+	noErr(t, "Create with a new chunk", err)
+	wantEq(t, "size", in.Size, int64(42))
+	got, err := s.GetChunk(ctx, acct, c.ID)
+	noErr(t, "GetChunk of a chunk recorded by Create", err)
+	wantEq(t, "blob key", got.BlobKey, c.BlobKey)
+	wantEq(t, "used bytes", usedBytes(t, s, acct), int64(42))
+
+	c2 := chunkRec(file, 0, 50)
+	in, err = s.Commit(ctx, acct, meta.CommitRequest{File: file, IfVersion: in.Version, Manifest: manifest("kek1", "v2"),
+		Chunks: positions(c2), NewChunks: []meta.ChunkRecord{c2}})
+	noErr(t, "Commit with a new chunk", err)
+	wantEq(t, "size after commit", in.Size, int64(50))
+
+	// A failing commit records none of its new chunks.
+	c3 := chunkRec(file, 0, 60)
+	_, err = s.Commit(ctx, acct, meta.CommitRequest{File: file, IfVersion: in.Version - 1, Manifest: manifest("kek1", "v3"),
+		Chunks: positions(c3), NewChunks: []meta.ChunkRecord{c3}})
+	wantErr(t, "stale commit with a new chunk", err, meta.ErrVersionMismatch)
+	_, err = s.GetChunk(ctx, acct, c3.ID)
+	wantErr(t, "chunk of a failed commit", err, meta.ErrNotFound)
+
+	// The same chunk ID with another blob key is refused, so the caller
+	// knows its blob is not referenced.
+	dup := c2
+	dup.BlobKey = "0123456789abcdef0123456789abcdef"
+	_, err = s.Commit(ctx, acct, meta.CommitRequest{File: file, Manifest: manifest("kek1", "v4"),
+		Chunks: positions(dup), NewChunks: []meta.ChunkRecord{dup}})
+	wantErr(t, "new chunk already stored under another blob", err, meta.ErrExists)
+}

@@ -60,6 +60,7 @@ var tests = []struct {
 	{"Commit", testCommit},
 	{"CommitLarge", testCommitLarge},
 	{"CreateWithContent", testCreateWithContent},
+	{"NewChunksInCommit", testNewChunksInCommit},
 	{"GC", testGC},
 	{"Rotation", testRotation},
 	{"RewrapRaces", testRewrapRaces},
