@@ -72,7 +72,7 @@ echo "   $(find "$data/blobs" -type f | wc -l) blobs, $(du -sh "$data/blobs" | c
 find "$data/blobs" -type f | head -3 | while read -r f; do
   printf '   %s: ' "${f#"$data"/}"; head -c 32 "$f" | od -An -tx1 | tr -d ' \n'; echo ' …'
 done
-if grep -rqa "sealfs keeps this sentence" "$data"; then
+if grep -rqa -e "sealfs keeps this sentence" -e "hello.txt" -e "readme-link" "$data"; then
   echo "   PLAINTEXT FOUND ON THE SERVER: this is a bug"; exit 1
 else
   echo "   grep for the sample sentence and file names on the server side: no match"
