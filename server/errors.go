@@ -52,6 +52,7 @@ var storeErrors = []struct {
 	{meta.ErrInviteInvalid, wire.CodeInviteInvalid, "the invite is unknown, used or expired"},
 	{meta.ErrTooLarge, wire.CodeTooLarge, "a value is too large"},
 	{blob.ErrNoSpace, wire.CodeInsufficientStorage, "the server's disk is full"},
+	{meta.ErrNoSpace, wire.CodeInsufficientStorage, "the server's disk is full"},
 	{meta.ErrClosed, wire.CodeUnavailable, "the server is shutting down"},
 	{context.Canceled, wire.CodeUnavailable, "the request was cancelled"},
 	{context.DeadlineExceeded, wire.CodeUnavailable, "the request timed out"},

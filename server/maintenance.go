@@ -215,8 +215,18 @@ func rewrapKind(ctx context.Context, st meta.Store, store *atrest.Store, names *
 				return err
 			}
 			old := atrest.Wrapped{KEKID: ref.Value.KEKID, WrappedKey: ref.Value.WrappedKey}
+			if reencrypt && kind == meta.SealedChunkKey {
+				if err := reencryptChunk(ctx, st, store, ref, owner, old); err != nil {
+					return err
+				}
+				*done++
+				if progress != nil {
+					progress(*done)
+				}
+				continue
+			}
 			var next meta.Sealed
-			if reencrypt && kind != meta.SealedChunkKey {
+			if reencrypt {
 				plain, err := store.OpenValue(owner, id, ref.Value.Data, old)
 				if err != nil {
 					return fmt.Errorf("re-encrypting %s: %w", kind, err)
@@ -246,4 +256,33 @@ func rewrapKind(ctx context.Context, st meta.Store, store *atrest.Store, names *
 			}
 		}
 	}
+}
+
+// reencryptChunk writes a chunk's blob again under a fresh data key and the
+// current KEK, into a new blob, points the record at it, and only then
+// deletes the old blob: a crash in between leaves an unreferenced blob,
+// never a record whose key does not open its blob.
+func reencryptChunk(ctx context.Context, st meta.Store, store *atrest.Store, ref meta.SealedRef, owner []byte, old atrest.Wrapped) error {
+	rec, err := st.GetChunk(ctx, ref.Key.Account, ref.Key.ID)
+	if errors.Is(err, meta.ErrNotFound) {
+		return nil // collected meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	newKey := newBlobKey()
+	w, err := store.Reencrypt(ctx, owner, ref.Key.ID[:], rec.BlobKey, newKey, old)
+	if err != nil {
+		return fmt.Errorf("re-encrypting chunk %x: %w", ref.Key.ID, err)
+	}
+	err = st.ReplaceChunkBlob(ctx, ref.Key.Account, ref.Key.ID, rec.BlobKey, ref.Value, newKey,
+		meta.Sealed{KEKID: w.KEKID, WrappedKey: w.WrappedKey})
+	if err != nil {
+		store.Delete(context.WithoutCancel(ctx), newKey)
+		if errors.Is(err, meta.ErrVersionMismatch) || errors.Is(err, meta.ErrNotFound) {
+			return nil // changed or gone meanwhile: the count loop catches a leftover
+		}
+		return err
+	}
+	return store.Delete(ctx, rec.BlobKey)
 }

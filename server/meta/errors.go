@@ -40,6 +40,9 @@ var (
 	ErrTooLarge = errors.New("meta: value too large")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("meta: store closed")
+	// ErrNoSpace: the database's disk is full; nothing of the failed change
+	// was written, and reads still work.
+	ErrNoSpace = errors.New("meta: no space left on the database's disk")
 )
 
 // MissingChunksError lists the chunks a commit referenced that the account

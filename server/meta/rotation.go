@@ -129,3 +129,28 @@ func (s *SQLite) KEKReferences(ctx context.Context, kekID string) (int64, error)
 		(SELECT count(*) FROM chunks WHERE kek_id = $1)`, kekID).Scan(&n)
 	return n, dbErr("count KEK references", err)
 }
+
+// ReplaceChunkBlob implements Maintenance.
+func (s *SQLite) ReplaceChunkBlob(ctx context.Context, account int64, id ID, oldBlobKey string, old Sealed, newBlobKey string, value Sealed) error {
+	if err := checkSealedValue("chunk key", value, false, 0); err != nil {
+		return err
+	}
+	if newBlobKey == "" || len(newBlobKey) > 255 {
+		return fmt.Errorf("%w: blob key of %d bytes", ErrInvalid, len(newBlobKey))
+	}
+	return s.update(ctx, func(d dbtx) error {
+		n, err := d.execN(`UPDATE chunks SET blob_key = $3, kek_id = $4, wrapped_key = $5
+			WHERE account = $1 AND id = $2 AND blob_key = $6 AND kek_id = $7 AND wrapped_key = $8`,
+			account, id[:], newBlobKey, value.KEKID, value.WrappedKey, oldBlobKey, old.KEKID, blob(old.WrappedKey))
+		if err != nil {
+			return dbErr("replace chunk blob", err)
+		}
+		if n == 1 {
+			return nil
+		}
+		if _, err := getChunk(d, account, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: chunk %x changed since it was listed", ErrVersionMismatch, id)
+	})
+}

@@ -14,7 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // SQLite is a Store in one SQLite database file.
@@ -284,12 +285,16 @@ func dbErr(op string, err error) error {
 	if isMetaErr(err) {
 		return err
 	}
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_FULL {
+		return fmt.Errorf("%w: %s: %v", ErrNoSpace, op, err)
+	}
 	return fmt.Errorf("meta: %s: %w", op, err)
 }
 
 func isMetaErr(err error) bool {
 	for _, e := range []error{ErrNotFound, ErrExists, ErrNotEmpty, ErrNotDir, ErrIsDir, ErrInvalid,
-		ErrNotPermitted, ErrVersionMismatch, ErrMissingChunks, ErrQuota, ErrInviteInvalid, ErrTooLarge, ErrClosed,
+		ErrNotPermitted, ErrVersionMismatch, ErrMissingChunks, ErrQuota, ErrInviteInvalid, ErrTooLarge, ErrClosed, ErrNoSpace,
 		context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return true

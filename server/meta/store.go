@@ -154,6 +154,11 @@ type Maintenance interface {
 	// gone). Chunk keys take no Data; other kinds require it, unchanged
 	// when only the data key was rewrapped, new when re-encrypted.
 	Rewrap(ctx context.Context, old SealedRef, value Sealed) error
+	// ReplaceChunkBlob points a chunk at a re-encrypted copy of its blob,
+	// only if the chunk still has the old blob key and wrapped key
+	// (ErrVersionMismatch otherwise, ErrNotFound if it is gone). The caller
+	// deletes the old blob afterwards, or the new one when this fails.
+	ReplaceChunkBlob(ctx context.Context, account int64, id ID, oldBlobKey string, old Sealed, newBlobKey string, value Sealed) error
 	// KEKReferences counts the stored values wrapped by a KEK, which may be
 	// destroyed only when the count is zero.
 	KEKReferences(ctx context.Context, kekID string) (int64, error)

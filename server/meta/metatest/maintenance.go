@@ -260,3 +260,26 @@ func testListChunks(t *testing.T, s meta.Store) {
 		t.Fatalf("ListChunks saw %d chunks, missed %d", seen, len(want))
 	}
 }
+
+func testReplaceChunkBlob(t *testing.T, s meta.Store) {
+	ctx := t.Context()
+	acct := newAccount(t, s, "alice").ID
+	c := putChunk(t, s, acct, newID(), 0, 10)
+	old := meta.Sealed{KEKID: c.KEKID, WrappedKey: c.WrappedKey}
+	next := meta.Sealed{KEKID: "k-new", WrappedKey: []byte("wrapped-new")}
+	err := s.ReplaceChunkBlob(ctx, acct, c.ID, c.BlobKey, old, "feedfacefeedface", next)
+	noErr(t, "ReplaceChunkBlob", err)
+	got, err := s.GetChunk(ctx, acct, c.ID)
+	noErr(t, "GetChunk", err)
+	if got.BlobKey != "feedfacefeedface" || got.KEKID != "k-new" || string(got.WrappedKey) != "wrapped-new" {
+		t.Fatalf("after ReplaceChunkBlob: %+v", got)
+	}
+	// A second replacement based on the stale values is refused.
+	err = s.ReplaceChunkBlob(ctx, acct, c.ID, c.BlobKey, old, "0000000000000000", next)
+	wantErr(t, "stale ReplaceChunkBlob", err, meta.ErrVersionMismatch)
+	err = s.ReplaceChunkBlob(ctx, acct, newID(), c.BlobKey, old, "0000000000000000", next)
+	wantErr(t, "ReplaceChunkBlob of an unknown chunk", err, meta.ErrNotFound)
+	other := newAccount(t, s, "bob").ID
+	err = s.ReplaceChunkBlob(ctx, other, c.ID, "feedfacefeedface", next, "0000000000000000", old)
+	wantErr(t, "ReplaceChunkBlob from another account", err, meta.ErrNotFound)
+}

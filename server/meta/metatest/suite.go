@@ -61,6 +61,7 @@ var tests = []struct {
 	{"CommitLarge", testCommitLarge},
 	{"CreateWithContent", testCreateWithContent},
 	{"NewChunksInCommit", testNewChunksInCommit},
+	{"ReplaceChunkBlob", testReplaceChunkBlob},
 	{"GC", testGC},
 	{"Rotation", testRotation},
 	{"RewrapRaces", testRewrapRaces},
