@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sealfs/sealfs/remote/vault"
+)
+
+func init() {
+	commands["get"] = command{"download remote files (and with -r directories)", runGet}
+}
+
+// getItem is one remote entry and where it goes.
+type getItem struct {
+	remote string
+	local  string
+	node   *vault.Node
+}
+
+type getter struct {
+	s      *session
+	prog   *transferProgress
+	limit  *vault.RateLimit
+	mu     sync.Mutex
+	failed []error
+}
+
+func runGet(args []string) error {
+	fl := newFlags("get", "[-r] SRC... DST")
+	recursive := fl.BoolP("recursive", "r", false, "download directories and everything in them")
+	limitKiB := fl.Int64("limit-download", 0, "limit the download rate to `KiB/s` (0: unlimited)")
+	transfers := fl.Int("transfers", vault.DefaultParallel, "chunk downloads in flight per file")
+	cf := addCommonFlags(fl)
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() < 2 {
+		return usagef("SRC... DST required")
+	}
+	srcs, err := remotePaths(fl.Args()[:fl.NArg()-1], 1)
+	if err != nil {
+		return err
+	}
+	dst := fl.Arg(fl.NArg() - 1)
+	err = withSession(cf, func(ctx context.Context, s *session) error {
+		s.v.SetParallel(*transfers)
+		g := &getter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024)}
+		items, err := g.plan(ctx, srcs, dst, *recursive)
+		if err != nil {
+			return err
+		}
+		var total int64
+		var nfiles int
+		for _, it := range items {
+			if it.node.IsFile() {
+				total += it.node.Size()
+				nfiles++
+			}
+		}
+		g.prog = newTransferProgress(cf.quiet, "get", total, nfiles)
+		err = g.run(ctx, items)
+		g.prog.Finish(err == nil && len(g.failed) == 0)
+		if err != nil {
+			return err
+		}
+		return summarize(g.failed, len(items))
+	})
+	if errors.Is(err, errInterrupted) {
+		return fmt.Errorf("%w: run the same command again to continue where it stopped", err)
+	}
+	return err
+}
+
+// plan resolves sources and the local destination with cp's rules and
+// lists every entry, directories before their contents.
+func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive bool) ([]getItem, error) {
+	st, err := os.Stat(dst)
+	intoDir := err == nil && st.IsDir()
+	if len(srcs) > 1 && !intoDir {
+		return nil, fmt.Errorf("%s: not an existing directory (required with several sources)", dst)
+	}
+	var items []getItem
+	for _, src := range srcs {
+		n, err := g.s.v.Resolve(ctx, src)
+		if err != nil {
+			return nil, pathError(src, err)
+		}
+		local := dst
+		if intoDir && n.Name != "" {
+			local = filepath.Join(dst, n.Name)
+		}
+		if n.IsDir() && !recursive {
+			return nil, fmt.Errorf("%s: is a directory (use -r to download it and its contents)", src)
+		}
+		if items, err = g.walk(ctx, src, local, n, items); err != nil {
+			return nil, err
+		}
+	}
+	return items, nil
+}
+
+func (g *getter) walk(ctx context.Context, remote, local string, n *vault.Node, items []getItem) ([]getItem, error) {
+	items = append(items, getItem{remote: remote, local: local, node: n})
+	if !n.IsDir() {
+		return items, nil
+	}
+	children, err := g.s.v.ReadDir(ctx, n.ID)
+	var rde *vault.ReadDirError
+	if errors.As(err, &rde) {
+		g.fail(pathError(remote, err)) // fetch what verified, report the rest
+	} else if err != nil {
+		return nil, pathError(remote, err)
+	}
+	for _, c := range children {
+		if err := vault.CheckName(c.Name); err != nil {
+			g.fail(fmt.Errorf("%s: entry %q: %v; skipped", remote, c.Name, err))
+			continue
+		}
+		if items, err = g.walk(ctx, vault.JoinPath(remote, c.Name), filepath.Join(local, c.Name), c, items); err != nil {
+			return nil, err
+		}
+	}
+	return items, nil
+}
+
+func (g *getter) fail(err error) {
+	g.mu.Lock()
+	g.failed = append(g.failed, err)
+	g.mu.Unlock()
+}
+
+// run makes directories, then downloads small files many at a time and
+// large ones one at a time, as put does.
+func (g *getter) run(ctx context.Context, items []getItem) error {
+	var small, large []getItem
+	for _, it := range items {
+		switch {
+		case it.node.IsDir():
+			if err := os.MkdirAll(it.local, 0o755); err != nil {
+				g.fail(err)
+			}
+		case it.node.IsFile() && it.node.Size() > int64(g.s.v.Layout().ChunkSize()):
+			large = append(large, it)
+		default:
+			small = append(small, it)
+		}
+	}
+	eg, gctx := errgroup.WithContext(ctx)
+	eg.SetLimit(smallParallel)
+	for _, it := range small {
+		eg.Go(func() error {
+			g.fetch(gctx, it)
+			return gctx.Err()
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	for _, it := range large {
+		g.fetch(ctx, it)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	// Directory modes last, so a read-only directory is filled first.
+	for _, it := range items {
+		if it.node.IsDir() && it.node.Name != "" {
+			_ = os.Chmod(it.local, it.node.Mode().Perm()|0o700)
+		}
+	}
+	return nil
+}
+
+// fetch downloads one file or makes one symlink; failures are recorded.
+func (g *getter) fetch(ctx context.Context, it getItem) {
+	var err error
+	if it.node.IsSymlink() {
+		err = makeSymlink(it.node.Target, it.local)
+	} else {
+		err = g.s.v.Download(ctx, it.node, it.local, vault.DownloadOptions{
+			Progress: g.prog, Limit: g.limit,
+			OnResume: func(done, total int64) {
+				g.prog.Printf("resuming %s: %s of %s already downloaded", it.local, sizeString(done), sizeString(total))
+			},
+		})
+	}
+	if err != nil && ctx.Err() == nil {
+		g.fail(pathError(it.remote, err))
+	}
+}
+
+// makeSymlink creates a symlink, replacing an existing symlink (never a
+// file or directory) of the same name.
+func makeSymlink(target, local string) error {
+	if st, err := os.Lstat(local); err == nil {
+		if st.Mode()&fs.ModeSymlink == 0 {
+			return fmt.Errorf("%s exists and is not a symlink", local)
+		}
+		if old, _ := os.Readlink(local); old == target {
+			return nil
+		}
+		if err := os.Remove(local); err != nil {
+			return err
+		}
+	}
+	return os.Symlink(target, local)
+}

@@ -1,0 +1,371 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sealfs/sealfs/remote/vault"
+)
+
+func init() {
+	commands["put"] = command{"upload local files (and with -r directories)", runPut}
+}
+
+// smallParallel is how many small files move at once: each is one request,
+// so the per-request round trip, not bandwidth, limits a tree of them. It
+// stays below the server's default limit of 32 concurrent uploads per
+// account (measured on 2 cores: 16 → 24-32 gains about 15 %).
+const smallParallel = 24
+
+// putFile is one local file, symlink or directory to upload.
+type putFile struct {
+	local  string
+	remote string
+	info   fs.FileInfo
+	target string // symlink target
+}
+
+// putter uploads a planned set of files into remote directories it creates
+// or lists once, so each file needs one request when it is small.
+type putter struct {
+	s      *session
+	prog   *transferProgress
+	limit  *vault.RateLimit
+	mu     sync.Mutex
+	dirs   map[string]*remoteDir
+	failed []error
+}
+
+// remoteDir is a remote directory and what is in it; children is empty for
+// a directory this run created.
+type remoteDir struct {
+	node     *vault.Node
+	children map[string]*vault.Node
+}
+
+func runPut(args []string) error {
+	fl := newFlags("put", "[-r] SRC... DST")
+	recursive := fl.BoolP("recursive", "r", false, "upload directories and everything in them")
+	limitKiB := fl.Int64("limit-upload", 0, "limit the upload rate to `KiB/s` (0: unlimited)")
+	transfers := fl.Int("transfers", vault.DefaultParallel, "chunk uploads in flight per file")
+	cf := addCommonFlags(fl)
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() < 2 {
+		return usagef("SRC... DST required")
+	}
+	srcs := fl.Args()[:fl.NArg()-1]
+	dst, err := remotePath(fl.Arg(fl.NArg() - 1))
+	if err != nil {
+		return err
+	}
+	err = withSession(cf, func(ctx context.Context, s *session) error {
+		s.v.SetParallel(*transfers)
+		p := &putter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024), dirs: map[string]*remoteDir{}}
+		files, err := p.plan(ctx, srcs, dst, *recursive)
+		if err != nil {
+			return err
+		}
+		var total int64
+		var nfiles int
+		for _, f := range files {
+			if f.info.Mode().IsRegular() {
+				total += f.info.Size()
+				nfiles++
+			}
+		}
+		p.prog = newTransferProgress(cf.quiet, "put", total, nfiles)
+		err = p.run(ctx, files)
+		p.prog.Finish(err == nil && len(p.failed) == 0)
+		if err != nil {
+			return err
+		}
+		return summarize(p.failed, len(files))
+	})
+	if errors.Is(err, errInterrupted) {
+		return fmt.Errorf("%w: run the same command again to continue where it stopped", err)
+	}
+	return err
+}
+
+// summarize reports per-file failures: one is the error itself; several
+// are printed and counted.
+func summarize(failed []error, total int) error {
+	switch len(failed) {
+	case 0:
+		return nil
+	case 1:
+		return failed[0]
+	}
+	for _, e := range failed {
+		fmt.Fprintf(os.Stderr, "sealfs: %v\n", e)
+	}
+	return fmt.Errorf("%d of %d entries failed (see above)", len(failed), total)
+}
+
+// plan resolves the destination with cp's rules and lists what to upload,
+// directories before their contents.
+func (p *putter) plan(ctx context.Context, srcs []string, dst string, recursive bool) ([]putFile, error) {
+	target, err := p.s.v.Resolve(ctx, dst)
+	if err != nil && !vault.IsNotExist(err) {
+		return nil, pathError(dst, err)
+	}
+	intoDir := err == nil && target.IsDir()
+	if len(srcs) > 1 && !intoDir {
+		return nil, fmt.Errorf("%s: not an existing directory (required with several sources)", dst)
+	}
+	if intoDir {
+		if err := p.listDir(ctx, dst, target); err != nil {
+			return nil, err
+		}
+	} else {
+		parent, _, err := p.s.v.ResolveParent(ctx, dst)
+		if err != nil {
+			return nil, pathError(dst, err)
+		}
+		if err := p.listDir(ctx, parentPath(dst), parent); err != nil {
+			return nil, err
+		}
+	}
+	var files []putFile
+	for _, src := range srcs {
+		info, err := os.Lstat(src)
+		if err != nil {
+			return nil, err
+		}
+		root := dst
+		if intoDir {
+			base := filepath.Base(filepath.Clean(src))
+			if err := vault.CheckName(base); err != nil {
+				return nil, usagef("%s: %v", src, err)
+			}
+			root = vault.JoinPath(dst, base)
+		}
+		if !info.IsDir() {
+			f, err := planEntry(src, root, info)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, f)
+			continue
+		}
+		if !recursive {
+			return nil, fmt.Errorf("%s: is a directory (use -r to upload it and its contents)", src)
+		}
+		err = filepath.WalkDir(src, func(local string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(src, local)
+			remote := root
+			if rel != "." {
+				remote = vault.JoinPath(root, filepath.ToSlash(rel))
+				if err := vault.CheckName(d.Name()); err != nil {
+					return fmt.Errorf("%s: %v", local, err)
+				}
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			f, err := planEntry(local, remote, info)
+			if err != nil {
+				return err
+			}
+			files = append(files, f)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+func planEntry(local, remote string, info fs.FileInfo) (putFile, error) {
+	f := putFile{local: local, remote: remote, info: info}
+	switch {
+	case info.Mode().IsRegular(), info.IsDir():
+	case info.Mode()&fs.ModeSymlink != 0:
+		t, err := os.Readlink(local)
+		if err != nil {
+			return f, err
+		}
+		f.target = t
+	default:
+		return f, fmt.Errorf("%s: not a regular file, directory or symlink; not uploaded", local)
+	}
+	return f, nil
+}
+
+// listDir records a remote directory's entries, so uploads into it know
+// what exists without a lookup each.
+func (p *putter) listDir(ctx context.Context, path string, n *vault.Node) error {
+	children, err := p.s.v.ReadDir(ctx, n.ID)
+	if err != nil {
+		return pathError(path, err)
+	}
+	d := &remoteDir{node: n, children: make(map[string]*vault.Node, len(children))}
+	for _, c := range children {
+		d.children[c.Name] = c
+	}
+	p.dirs[path] = d
+	return nil
+}
+
+// run creates directories in order, then uploads small files many at a
+// time and large files one at a time (each already moves its chunks in
+// parallel, and one large file at a time keeps memory bounded).
+func (p *putter) run(ctx context.Context, files []putFile) error {
+	var small, large []putFile
+	for _, f := range files {
+		switch {
+		case f.info.IsDir():
+			if err := p.mkdir(ctx, f); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				// Nothing below it can be uploaded; the uploads will
+				// fail with the missing parent.
+				p.fail(err)
+			}
+		case f.info.Mode().IsRegular() && f.info.Size() > int64(p.s.v.Layout().ChunkSize()):
+			large = append(large, f)
+		default:
+			small = append(small, f)
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(smallParallel)
+	for _, f := range small {
+		g.Go(func() error {
+			p.upload(gctx, f)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for _, f := range large {
+		p.upload(ctx, f)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (p *putter) fail(err error) {
+	p.mu.Lock()
+	p.failed = append(p.failed, err)
+	p.mu.Unlock()
+}
+
+// parentOf returns the directory a remote path goes into and its name.
+func (p *putter) parentOf(remote string) (*remoteDir, string, error) {
+	p.mu.Lock()
+	d := p.dirs[parentPath(remote)]
+	p.mu.Unlock()
+	if d == nil {
+		return nil, "", fmt.Errorf("%s: its directory could not be created", remote)
+	}
+	return d, remote[strings.LastIndexByte(remote, '/')+1:], nil
+}
+
+func (p *putter) mkdir(ctx context.Context, f putFile) error {
+	d, name, err := p.parentOf(f.remote)
+	if err != nil {
+		return err
+	}
+	if n, ok := d.children[name]; ok {
+		if !n.IsDir() {
+			return fmt.Errorf("%s: exists and is not a directory", f.remote)
+		}
+		return p.listDir(ctx, f.remote, n)
+	}
+	n, err := p.s.v.Mkdir(ctx, d.node.ID, name, f.info.Mode().Perm())
+	if err != nil {
+		return pathError(f.remote, err)
+	}
+	p.mu.Lock()
+	p.dirs[f.remote] = &remoteDir{node: n, children: map[string]*vault.Node{}}
+	p.mu.Unlock()
+	return nil
+}
+
+// upload sends one file or symlink; failures are recorded, not returned,
+// so one bad file does not stop a tree.
+func (p *putter) upload(ctx context.Context, f putFile) {
+	d, name, err := p.parentOf(f.remote)
+	if err == nil {
+		p.mu.Lock()
+		existing := d.children[name]
+		p.mu.Unlock()
+		if f.target != "" {
+			err = p.symlink(ctx, d, name, existing, f.target)
+		} else {
+			err = p.uploadFile(ctx, d, name, existing, f)
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		p.fail(pathError(f.remote, err))
+	}
+}
+
+func (p *putter) symlink(ctx context.Context, d *remoteDir, name string, existing *vault.Node, target string) error {
+	if existing != nil {
+		if !existing.IsSymlink() {
+			return errors.New("exists and is not a symlink")
+		}
+		if existing.Target == target {
+			return nil
+		}
+		if err := p.s.v.Remove(ctx, d.node.ID, name, false); err != nil && !vault.IsNotExist(err) {
+			return err
+		}
+	}
+	_, err := p.s.v.Symlink(ctx, d.node.ID, name, target)
+	return err
+}
+
+func (p *putter) uploadFile(ctx context.Context, d *remoteDir, name string, existing *vault.Node, f putFile) error {
+	src, err := os.Open(f.local)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	info, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(f.local)
+	opts := vault.UploadOptions{
+		Mode: info.Mode().Perm(), ModTime: info.ModTime(),
+		Progress: p.prog, Limit: p.limit,
+		Looked: true, Existing: existing,
+		Dest: f.remote, Source: abs,
+	}
+	if info.Size() > int64(p.s.v.Layout().ChunkSize()) {
+		opts.ResumePath = resumePath(p.s.dir, p.s.cfg, f.remote, abs)
+		opts.OnResume = func(done, total int64) {
+			p.prog.Printf("resuming %s: %s of %s already on the server", f.remote, sizeString(done), sizeString(total))
+		}
+	}
+	n, err := p.s.v.Upload(ctx, d.node.ID, name, src, info.Size(), opts)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	d.children[name] = n
+	p.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sealfs/sealfs/remote"
+	"github.com/sealfs/sealfs/remote/vault"
+)
+
+// commonFlags are the options every account command takes.
+type commonFlags struct {
+	passwordFile string
+	quiet        bool
+}
+
+func addCommonFlags(fs *pflag.FlagSet) *commonFlags {
+	c := new(commonFlags)
+	fs.StringVar(&c.passwordFile, "password-file", "", "read the password from `FILE` (else $SEALFS_PASSWORD_FILE, $SEALFS_PASSWORD_COMMAND or the terminal)")
+	fs.BoolVarP(&c.quiet, "quiet", "q", false, "print nothing but errors")
+	return c
+}
+
+// trustFlags select how a new device authenticates the server.
+type trustFlags struct {
+	fingerprint string
+	caCert      string
+}
+
+func addTrustFlags(fs *pflag.FlagSet) *trustFlags {
+	t := new(trustFlags)
+	fs.StringVar(&t.fingerprint, "fingerprint", "", "pin the server certificate `SHA256:…` (from 'sealfs server fingerprint')")
+	fs.StringVar(&t.caCert, "ca-cert", "", "verify the server with the CA certificates in `FILE` instead of the system's")
+	return t
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM, so transfers
+// stop cleanly and keep their resume state; a second signal kills at once.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
+}
+
+// newClient builds the API client for a configuration.
+func newClient(cfg *clientConfig) (*remote.Client, error) {
+	return remote.New(remote.Options{
+		URL:       cfg.Server,
+		Trust:     remote.Trust{Fingerprint: cfg.Fingerprint, CAFile: cfg.CACert},
+		UserAgent: "sealfs/" + version,
+	})
+}
+
+// establishTrust decides, for a new device, how to authenticate the server
+// at url, and checks that it answers. A certificate that neither the
+// system nor a CA file vouches for is shown to a person to accept (like
+// ssh's first contact); without a person, --fingerprint is required.
+func establishTrust(ctx context.Context, url string, tf *trustFlags) (*clientConfig, *remote.Client, error) {
+	cfg := &clientConfig{Server: url}
+	if tf.fingerprint != "" && tf.caCert != "" {
+		return nil, nil, usagef("give either --fingerprint or --ca-cert, not both")
+	}
+	if tf.fingerprint != "" {
+		fp, err := remote.ParseFingerprint(tf.fingerprint)
+		if err != nil {
+			return nil, nil, usagef("%v", err)
+		}
+		cfg.Fingerprint = fp
+	}
+	if tf.caCert != "" {
+		abs, err := filepath.Abs(tf.caCert)
+		if err != nil {
+			return nil, nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, nil, fmt.Errorf("CA certificate file: %w", err)
+		}
+		cfg.CACert = abs
+	}
+	c, err := newClient(cfg)
+	if err != nil {
+		return nil, nil, usagef("%v", err)
+	}
+	c.SetToken("")
+	err = c.Health(ctx)
+	var ut *remote.UntrustedCertError
+	if errors.As(err, &ut) && ut.Fingerprint != "" && cfg.CACert == "" && cfg.Fingerprint == "" {
+		if !interactive() {
+			return nil, nil, fmt.Errorf("the certificate of %s is not signed by a trusted authority (%v).\n"+
+				"It presented %s. Check that against 'sealfs server fingerprint' on the server and pass it with --fingerprint, or pass --ca-cert FILE",
+				url, ut.Err, ut.Fingerprint)
+		}
+		fmt.Fprintf(os.Stderr, "The authenticity of %s can't be established.\nIts certificate fingerprint is %s.\n"+
+			"Compare it with the output of 'sealfs server fingerprint' on the server.\n", url, ut.Fingerprint)
+		ok, aerr := askYesNo("Are you sure you want to trust this server?")
+		if aerr != nil || !ok {
+			return nil, nil, errors.New("the server's certificate was not accepted; nothing was changed")
+		}
+		cfg.Fingerprint = ut.Fingerprint
+		if c, err = newClient(cfg); err != nil {
+			return nil, nil, err
+		}
+		err = c.Health(ctx)
+	}
+	if err != nil {
+		return nil, nil, explain(err, cfg)
+	}
+	return cfg, c, nil
+}
+
+// session is an open vault for an account command.
+type session struct {
+	cfg *clientConfig
+	dir string
+	c   *remote.Client
+	v   *vault.Vault
+	pw  []byte // the password, kept for passwd only; never written anywhere
+}
+
+// openSession loads the configuration, asks for the password and unlocks
+// the vault. A session token renewed on the way is saved.
+func openSession(ctx context.Context, cf *commonFlags) (*session, error) {
+	cfg, dir, err := loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Token == "" {
+		return nil, fmt.Errorf("%s@%s is logged out on this device: run 'sealfs login %s --user %s'", cfg.User, cfg.Server, cfg.Server, cfg.User)
+	}
+	c, err := newClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(cfg.Token)
+	c.OnTokenChange(func(tok string, exp int64) {
+		cfg.Token, cfg.TokenExpires = tok, exp
+		if err := saveConfig(dir, cfg); err != nil {
+			fmt.Fprintf(os.Stderr, "sealfs: warning: could not save the renewed session: %v\n", err)
+		}
+	})
+	pw, err := getPassword(cf.passwordFile, fmt.Sprintf("Password for %s@%s: ", cfg.User, cfg.Server))
+	if err != nil {
+		return nil, err
+	}
+	v, _, err := vault.Unlock(ctx, c, cfg.User, pw)
+	if err != nil {
+		return nil, explain(err, cfg)
+	}
+	return &session{cfg: cfg, dir: dir, c: c, v: v, pw: pw}, nil
+}
+
+// errInterrupted is what a command stopped by a signal reports.
+var errInterrupted = errors.New("interrupted")
+
+// explain turns an error into a message that says what went wrong and what
+// to do about it. Errors it does not recognise pass unchanged.
+func explain(err error, cfg *clientConfig) error {
+	if err == nil {
+		return nil
+	}
+	who := cfg.User + "@" + cfg.Server
+	var fm *remote.FingerprintMismatchError
+	var ut *remote.UntrustedCertError
+	var ne *remote.NetError
+	switch {
+	case errors.As(err, &fm):
+		return fmt.Errorf("\n@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"+
+			"@    WARNING: REMOTE SERVER IDENTIFICATION HAS CHANGED!    @\n"+
+			"@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n"+
+			"Someone could be intercepting the connection, or the server's certificate was replaced.\n"+
+			"This device pinned %s\nbut %s presented %s.\n"+
+			"Nothing was sent. If the certificate was replaced on purpose, check the new fingerprint with\n"+
+			"'sealfs server fingerprint' on the server, then run:\n  sealfs login %s --user %s --fingerprint %s",
+			fm.Want, cfg.Server, fm.Got, cfg.Server, cfg.User, fm.Got)
+	case errors.As(err, &ut):
+		return fmt.Errorf("the certificate of %s is not trusted (%v); pass --fingerprint SHA256:… from 'sealfs server fingerprint', or --ca-cert FILE", cfg.Server, ut.Err)
+	case errors.As(err, &ne) && ne.Refused():
+		return fmt.Errorf("%v; is 'sealfs serve' running?", ne)
+	case errors.As(err, &ne):
+		return fmt.Errorf("%v; check the network and the server address", ne)
+	case errors.Is(err, vault.ErrWrongPassword):
+		return fmt.Errorf("wrong password for %s: check the password, or run 'sealfs login' again", who)
+	case remote.IsCode(err, "account_disabled"):
+		return fmt.Errorf("the account %s is disabled by the server's operator; ask them to enable it", who)
+	case remote.IsCode(err, "throttled"):
+		return fmt.Errorf("too many failed logins for %s: wait a while and try again (%v)", who, err)
+	case remote.IsCode(err, "invite_invalid"):
+		return fmt.Errorf("the invite code is unknown, used or expired: ask the server's operator for a new one ('sealfs server invite')")
+	case remote.IsUnauthorized(err):
+		return fmt.Errorf("the session of %s is no longer valid: run 'sealfs login %s --user %s'", who, cfg.Server, cfg.User)
+	case errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%v: the account's storage quota is exhausted; remove files or ask the operator for more", err)
+	case errors.Is(err, syscall.ENOSPC):
+		return fmt.Errorf("%v: the server's disk is full; ask its operator", err)
+	case errors.Is(err, context.Canceled):
+		return errInterrupted
+	}
+	return err
+}

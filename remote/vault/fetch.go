@@ -1,0 +1,253 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// PartialSuffix marks a download in progress: DST+PartialSuffix holds the
+// verified prefix of the file, and DST+PartialSuffix+".json" says which
+// version of which file it is. Only a whole, verified file is renamed to
+// DST.
+const PartialSuffix = ".sealfs-partial"
+
+// partialFormat versions the sidecar; another format starts over.
+const partialFormat = 1
+
+// partialMeta is the sidecar of a partial download. Done is a chunk
+// boundary up to which the partial file was verified and synced.
+type partialMeta struct {
+	Format     int        `json:"format"`
+	File       wire.HexID `json:"file"`
+	Generation uint64     `json:"generation"`
+	Size       int64      `json:"size"`
+	Done       int64      `json:"done"`
+}
+
+// DownloadOptions tune Download.
+type DownloadOptions struct {
+	Progress Progress
+	Limit    *RateLimit
+	// OnResume is called once when a previous partial download of the same
+	// version continues, with the bytes already there and the file's size.
+	OnResume func(done, total int64)
+}
+
+// syncEvery bounds how much verified work an interrupted download loses.
+const syncEvery = time.Second
+
+// Download writes file n to the local path dst. It writes into
+// dst+PartialSuffix, continues a partial download of the same version from
+// its last synced chunk boundary, syncs, and renames into place only after
+// every chunk verified. An interrupted or failed download never leaves an
+// unverified file under dst.
+func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts DownloadOptions) (err error) {
+	f, err := v.OpenFile(ctx, n)
+	if err != nil {
+		return err
+	}
+	partial := dst + PartialSuffix
+	side := partial + ".json"
+	meta := partialMeta{Format: partialFormat, File: wire.HexID(f.Node.ID), Generation: f.Generation(), Size: f.Size()}
+
+	out, from := resumePartial(partial, side, meta, f.ChunkSize())
+	if out == nil {
+		if out, err = os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+			return err
+		}
+		if err := writeFileAtomic(side, mustJSON(meta), 0o600); err != nil {
+			out.Close()
+			return err
+		}
+	}
+	defer func() {
+		if out != nil {
+			out.Close()
+		}
+	}()
+	meta.Done = from * f.ChunkSize()
+	if from > 0 {
+		progressOr(opts.Progress).AddBytes(meta.Done)
+		if opts.OnResume != nil {
+			opts.OnResume(meta.Done, f.Size())
+		}
+	}
+
+	ck := &checkpointer{out: out, side: side, meta: meta, last: time.Now(), done: meta.Done}
+	verified := meta.Done
+	err = v.WriteTo(ctx, f, out, ReadOptions{
+		FromChunk: int(from),
+		Progress:  opts.Progress,
+		Limit:     opts.Limit,
+		AfterChunk: func(_ int, end int64) error {
+			verified = end
+			return ck.maybe(end)
+		},
+	})
+	ckErr := ck.wait()
+	if err == nil {
+		err = ckErr
+	}
+	if err != nil {
+		if verified > ck.recorded() {
+			_ = ck.save(verified) // keep what verified for the next try
+		}
+		if ck.recorded() == 0 {
+			// Nothing verified: leave no clutter behind.
+			out.Close()
+			out = nil
+			os.Remove(partial)
+			os.Remove(side)
+		}
+		return err
+	}
+	if err := out.Truncate(f.Size()); err != nil {
+		return err
+	}
+	if err := out.Chmod(f.Node.Mode().Perm()); err != nil {
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	out = nil
+	mt := f.Node.ModTime()
+	_ = os.Chtimes(partial, mt, mt)
+	if err := os.Rename(partial, dst); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(dst)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	_ = os.Remove(side)
+	progressOr(opts.Progress).AddFiles(1)
+	return nil
+}
+
+// checkpointer syncs the partial file and records its verified length in
+// the sidecar now and then, in the background, so the download does not
+// stall on fsync. The sidecar only ever names bytes that a finished sync
+// covered.
+type checkpointer struct {
+	out     *os.File
+	side    string
+	meta    partialMeta
+	last    time.Time
+	busy    sync.WaitGroup
+	mu      sync.Mutex
+	running bool
+	err     error
+	done    int64 // the length the sidecar records
+}
+
+// maybe starts a checkpoint at end when one is due and none is running.
+func (c *checkpointer) maybe(end int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if c.running || time.Since(c.last) < syncEvery {
+		return nil
+	}
+	c.running = true
+	c.busy.Add(1)
+	go func() {
+		defer c.busy.Done()
+		err := c.save(end)
+		c.mu.Lock()
+		c.running, c.last = false, time.Now()
+		if err != nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}()
+	return nil
+}
+
+// save syncs everything written so far and records end as verified.
+func (c *checkpointer) save(end int64) error {
+	if err := c.out.Sync(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	m := c.meta
+	c.mu.Unlock()
+	m.Done = end
+	if err := writeFileAtomic(c.side, mustJSON(m), 0o600); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.done = max(c.done, end)
+	c.mu.Unlock()
+	return nil
+}
+
+// recorded returns the verified length the sidecar holds.
+func (c *checkpointer) recorded() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
+}
+
+// wait lets a running checkpoint finish and returns its error.
+func (c *checkpointer) wait() error {
+	c.busy.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// resumePartial opens a partial download that matches meta and positions
+// it at its last verified chunk boundary; nil when there is none to
+// continue.
+func resumePartial(partial, side string, meta partialMeta, chunkSize int64) (*os.File, int64) {
+	b, err := os.ReadFile(side)
+	if err != nil {
+		return nil, 0
+	}
+	var old partialMeta
+	if json.Unmarshal(b, &old) != nil || old.Format != meta.Format || old.File != meta.File ||
+		old.Generation != meta.Generation || old.Size != meta.Size ||
+		old.Done <= 0 || old.Done%chunkSize != 0 || old.Done > meta.Size {
+		return nil, 0
+	}
+	out, err := os.OpenFile(partial, os.O_RDWR, 0)
+	if err != nil {
+		return nil, 0
+	}
+	st, err := out.Stat()
+	if err != nil || !st.Mode().IsRegular() || st.Size() < old.Done {
+		out.Close()
+		return nil, 0
+	}
+	if out.Truncate(old.Done) != nil {
+		out.Close()
+		return nil, 0
+	}
+	if _, err := out.Seek(old.Done, io.SeekStart); err != nil {
+		out.Close()
+		return nil, 0
+	}
+	return out, old.Done / chunkSize
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("vault: marshal %T: %v", v, err))
+	}
+	return b
+}
