@@ -248,7 +248,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 		}
 		var wait time.Duration
 		switch {
-		case status != 0 && !retryableStatus(status):
+		case status != 0 && !retryableStatus(status), IsCode(err, wire.CodeDamaged):
 			return err
 		case status == 0 && !retryableNetErr(err):
 			return err

@@ -245,7 +245,7 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		if errors.Is(err, crypto.ErrAuthentication) || errors.Is(err, crypto.ErrCorrupt) {
 			s.log.Error("stored chunk failed its at-rest check", "account", a.ID, "blob", rec.BlobKey)
-			return errf(wire.CodeInternal, "the stored chunk is damaged on the server (run 'sealfs server scrub')")
+			return errf(wire.CodeDamaged, "the stored chunk is damaged on the server (run 'sealfs server scrub')")
 		}
 		return err
 	}

@@ -130,6 +130,7 @@ const (
 	CodeThrottled           = "throttled"
 	CodeTooManyUploads      = "too_many_uploads"
 	CodeInternal            = "internal"
+	CodeDamaged             = "damaged" // stored bytes failed the server's at-rest check
 	CodeInsufficientStorage = "insufficient_storage"
 	CodeUnavailable         = "unavailable"
 )
@@ -156,6 +157,7 @@ var Status = map[string]int{
 	CodeThrottled:           429,
 	CodeTooManyUploads:      429,
 	CodeInternal:            500,
+	CodeDamaged:             500,
 	CodeUnavailable:         503,
 	CodeInsufficientStorage: 507,
 }
