@@ -206,8 +206,8 @@ func runServe(args []string) error {
 		// Flow-control windows wide enough for a client's parallel 1 MiB
 		// chunk uploads on one connection, so the window, not the link,
 		// never sets the pace.
-		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerConnection: 32 << 20, MaxReceiveBufferPerStream: 4 << 20},
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		HTTP2:    &http.HTTP2Config{MaxReceiveBufferPerConnection: 32 << 20, MaxReceiveBufferPerStream: 4 << 20},
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
