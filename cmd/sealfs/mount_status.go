@@ -1,0 +1,212 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sealfs/sealfs/fusefs"
+)
+
+// mountStatus is the JSON file a running mount keeps up to date, so that
+// 'sealfs status' and 'sealfs umount' can find it.
+type mountStatus struct {
+	PID        int       `json:"pid"`
+	Server     string    `json:"server"`
+	User       string    `json:"user"`
+	MountPoint string    `json:"mount_point"`
+	Started    time.Time `json:"started"`
+	Updated    time.Time `json:"updated"`
+	fusefs.Stats
+}
+
+// statusDir is where mounts write their status files:
+// $XDG_RUNTIME_DIR/sealfs, /run/sealfs for root, else a per-user directory
+// under the temporary directory.
+func statusDir() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "sealfs")
+	}
+	if os.Geteuid() == 0 {
+		return "/run/sealfs"
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("sealfs-%d", os.Getuid()))
+}
+
+// statusWriter updates a mount's status file every second.
+type statusWriter struct {
+	path string
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startStatus(dir string, cfg *clientConfig, fsys *fusefs.FS, log *slog.Logger) *statusWriter {
+	sd := statusDir()
+	w := &statusWriter{path: filepath.Join(sd, strconv.Itoa(os.Getpid())+".json"), stop: make(chan struct{}), done: make(chan struct{})}
+	st := mountStatus{PID: os.Getpid(), Server: cfg.Server, User: cfg.User, MountPoint: dir, Started: time.Now()}
+	write := func() {
+		st.Updated = time.Now()
+		st.Stats = fsys.Stats()
+		b, _ := json.MarshalIndent(&st, "", "  ")
+		if err := writeClientFile(w.path, append(b, '\n'), 0o600); err != nil {
+			log.Warn("status file", "err", err)
+		}
+	}
+	if err := os.MkdirAll(sd, 0o700); err != nil {
+		log.Warn("status directory", "err", err)
+	}
+	write()
+	go func() {
+		defer close(w.done)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-t.C:
+				write()
+			}
+		}
+	}()
+	return w
+}
+
+// remove stops the updates and deletes the file.
+func (w *statusWriter) remove() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+		<-w.done
+	}
+	os.Remove(w.path)
+}
+
+// alive reports whether process pid exists and has not exited (a zombie
+// waiting for its parent has).
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	if err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name in parentheses.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] != 'Z'
+	}
+	return true
+}
+
+// runningMounts reads the status files of live mounts; stale ones (their
+// process is gone) are ignored.
+func runningMounts() []mountStatus {
+	files, _ := filepath.Glob(filepath.Join(statusDir(), "*.json"))
+	var out []mountStatus
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var st mountStatus
+		if json.Unmarshal(b, &st) != nil || st.PID <= 0 || !alive(st.PID) {
+			continue
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].MountPoint < out[j].MountPoint })
+	return out
+}
+
+func runStatus(args []string) error {
+	fl := newFlags("status", "[--json]")
+	asJSON := fl.Bool("json", false, "print the status files as a JSON array")
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	mounts := runningMounts()
+	if *asJSON {
+		if mounts == nil {
+			mounts = []mountStatus{}
+		}
+		b, _ := json.MarshalIndent(mounts, "", "  ")
+		fmt.Println(string(b))
+		return nil
+	}
+	if len(mounts) == 0 {
+		fmt.Println("no sealfs mounts are running")
+		return nil
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MOUNT POINT\tACCOUNT\tPID\tUPLOADS\tUNSAVED\tFILES PENDING\tCOMMITS\tCONFLICTS")
+	for _, m := range mounts {
+		fmt.Fprintf(tw, "%s\t%s@%s\t%d\t%d\t%s\t%d\t%d\t%d\n", m.MountPoint, m.User, m.Server, m.PID,
+			m.UploadsInFlight, humanBytes(m.DirtyBytes), m.FilesPending, m.Commits, m.Conflicts)
+	}
+	tw.Flush()
+	for _, m := range mounts {
+		for _, e := range m.LastErrors {
+			fmt.Printf("%s: %s\n", m.MountPoint, e)
+		}
+	}
+	return nil
+}
+
+func runUmount(args []string) error {
+	fl := newFlags("umount", "DIR")
+	wait := fl.Duration("wait", 10*time.Minute, "how long to wait for the mount's uploads to finish")
+	if err := parseFlags(fl, args); err != nil {
+		return err
+	}
+	if fl.NArg() != 1 {
+		return usagef("exactly one mount point is required")
+	}
+	dir, err := filepath.Abs(fl.Arg(0))
+	if err != nil {
+		return err
+	}
+	var pid int
+	for _, m := range runningMounts() {
+		if m.MountPoint == dir {
+			pid = m.PID
+		}
+	}
+	out, err := exec.Command(fusermount(), "-u", dir).CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if pid == 0 {
+			return fmt.Errorf("unmounting %s: %s", dir, msg)
+		}
+		// Busy: let the mount process end it lazily, after its
+		// files are closed.
+		if kerr := syscall.Kill(pid, syscall.SIGTERM); kerr != nil {
+			return fmt.Errorf("unmounting %s: %s", dir, msg)
+		}
+		fmt.Fprintf(os.Stderr, "sealfs: %s is busy (%s); it is unmounted once its files are closed\n", dir, msg)
+	}
+	if pid == 0 {
+		return nil
+	}
+	// The mount process commits what is pending before it exits.
+	deadline := time.Now().Add(*wait)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the mount process %d is still committing after %v; see 'sealfs status'", pid, *wait)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package fusefs
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote"
+	"github.com/sealfs/sealfs/remote/vault"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// commit stores the file's changes on the server as a new version; it
+// returns once the version is committed, or with the errno of why not.
+// Nothing changed: nothing to do.
+func (n *node) commit(why string) syscall.Errno {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	return n.commitLocked(why)
+}
+
+// smallChunk is a one-chunk version's sealing, sent with its commit.
+type smallChunk struct {
+	sealed, mac []byte
+}
+
+// commitLocked is commit with opMu held. The commit is conditional on the
+// version the edits are based on; a mismatch that is only a metadata
+// change (a link, a chmod) is retried on the new version, one that is new
+// content from another client becomes a conflict copy.
+func (n *node) commitLocked(why string) syscall.Errno {
+	n.mu.Lock()
+	st := n.file
+	if st == nil {
+		n.mu.Unlock()
+		return 0
+	}
+	st.waitIdle()
+	if !st.pinned() {
+		n.mu.Unlock()
+		return 0
+	}
+	baseGen := st.gen
+	n.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		m, small, err := n.prepare(st)
+		if err != nil {
+			n.noteErr(st, err)
+			return n.fsys.fail("save ("+why+")", n.path(), err)
+		}
+		vn, err := n.send(m, small)
+		if small != nil {
+			if err == nil {
+				_ = n.fsys.chunks.Put(m.Chunks[0].ID, small.sealed)
+			}
+			putBuf(small.sealed)
+		}
+		if err == nil {
+			n.committed(st, m, vn)
+			return 0
+		}
+		switch {
+		case remote.IsVersionMismatch(err) && attempt < 5:
+			ctx, cancel := n.fsys.ctx()
+			cur, gerr := n.fsys.v.OpenFile(ctx, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
+			cancel()
+			if gerr != nil {
+				n.noteErr(st, gerr)
+				return n.fsys.fail("save ("+why+")", n.path(), gerr)
+			}
+			if cur.Generation() == baseGen {
+				n.mu.Lock()
+				n.version = cur.Node.Version
+				n.mu.Unlock()
+				continue
+			}
+			return n.conflict(st, m, cur)
+		case errno(err) == syscall.ENOENT:
+			n.mu.Lock()
+			gone := n.nlink == 0
+			n.mu.Unlock()
+			if gone {
+				// Unlinked here: the data had no name left, and
+				// POSIX drops it with the last descriptor.
+				n.discard(st, nil)
+				return 0
+			}
+			return n.conflict(st, m, nil)
+		default:
+			n.noteErr(st, err)
+			return n.fsys.fail("save ("+why+")", n.path(), err)
+		}
+	}
+}
+
+// noteErr keeps the last failure of a file.
+func (n *node) noteErr(st *fileState, err error) {
+	n.mu.Lock()
+	st.lastErr = err
+	n.mu.Unlock()
+}
+
+// job is one chunk a commit must seal and upload: a dirty buffer, or a
+// stored chunk whose sealing no longer fits (the file grew or shrank).
+type job struct {
+	i     int
+	dc    *dirtyChunk
+	e     entry
+	plain int
+	last  bool
+}
+
+// prepare uploads every chunk of the new version the server lacks and
+// returns its manifest. A version of one chunk that must be sealed is not
+// uploaded here but returned, to go with the commit in one request.
+func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
+	n.mu.Lock()
+	size, count := st.size, st.count()
+	m := &crypto.Manifest{File: n.id, Generation: st.gen + 1, Size: uint64(size), Layout: st.layout, Chunks: make([]crypto.ChunkEntry, count)}
+	var jobs []job
+	for i := 0; i < count; i++ {
+		plain := st.layout.ChunkPlainLen(uint64(size), uint64(i))
+		last := i == count-1
+		if dc := st.dirty[i]; dc != nil {
+			jobs = append(jobs, job{i: i, dc: dc, plain: plain, last: last})
+			continue
+		}
+		e := st.entryAt(i)
+		switch {
+		case e.id.IsZero():
+		case e.plain == plain && e.last == last && e.valid >= plain:
+			m.Chunks[i] = crypto.ChunkEntry{ID: e.id, Tag: e.tag}
+		default:
+			jobs = append(jobs, job{i: i, e: e, plain: plain, last: last})
+		}
+	}
+	n.mu.Unlock()
+
+	if count == 1 && len(jobs) == 1 {
+		j := jobs[0]
+		buf := getBuf(sealedBufSize(st.layout))
+		ref, sealed, tag, mac, err := n.sealJob(st, n.id, st.fc, j, buf)
+		if err != nil {
+			putBuf(buf)
+			return nil, nil, err
+		}
+		m.Chunks[0] = crypto.ChunkEntry{ID: ref.ID, Tag: tag}
+		return m, &smallChunk{sealed: sealed, mac: mac}, nil
+	}
+	var mu sync.Mutex
+	g := new(errgroup.Group)
+	g.SetLimit(cap(n.fsys.upSem))
+	for _, j := range jobs {
+		g.Go(func() error {
+			buf := getBuf(sealedBufSize(st.layout))
+			defer putBuf(buf)
+			ref, sealed, tag, mac, err := n.sealJob(st, n.id, st.fc, j, buf)
+			if err != nil {
+				return err
+			}
+			if err := n.put(ref, sealed, mac); err != nil {
+				return err
+			}
+			mu.Lock()
+			m.Chunks[j.i] = crypto.ChunkEntry{ID: ref.ID, Tag: tag}
+			mu.Unlock()
+			// The chunk is on the server: its buffer can go.
+			n.mu.Lock()
+			st.setEntry(j.i, entry{id: ref.ID, tag: tag, plain: j.plain, last: j.last, valid: j.plain})
+			if j.dc != nil && st.dirty[j.i] == j.dc {
+				delete(st.dirty, j.i)
+				n.freeDirty(j.dc)
+			}
+			n.mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return m, nil, nil
+}
+
+// sealJob seals a job's content for file (cipher fc) into buf.
+func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j job, buf []byte) (crypto.ChunkRef, []byte, crypto.ChunkTag, []byte, error) {
+	if j.dc != nil {
+		j.dc.mu.Lock()
+		defer j.dc.mu.Unlock()
+		return n.seal(file, fc, j.i, j.dc.buf[:j.plain], j.last, buf)
+	}
+	plain := getBuf(st.layout.ChunkSize())
+	defer putBuf(plain)
+	if err := n.readEntry(st, j.i, j.e, plain[:j.plain], 0); err != nil {
+		return crypto.ChunkRef{}, nil, crypto.ChunkTag{}, nil, err
+	}
+	return n.seal(file, fc, j.i, plain[:j.plain], j.last, buf)
+}
+
+// send commits manifest m with the node's attributes, conditional on the
+// version the edits are based on.
+func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) {
+	n.mu.Lock()
+	a, ver := n.attr, n.version
+	n.mu.Unlock()
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	if small != nil {
+		return n.fsys.v.CommitSmall(ctx, m, a, ver, small.sealed, small.mac)
+	}
+	return n.fsys.v.CommitManifest(ctx, m, a, ver)
+}
+
+// committed makes m the base of the file's state.
+func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node) {
+	n.mu.Lock()
+	st.setManifest(m)
+	for i, dc := range st.dirty {
+		delete(st.dirty, i)
+		n.freeDirty(dc)
+	}
+	st.changed, st.lastErr = false, nil
+	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
+	n.fetched = time.Now()
+	n.mu.Unlock()
+	n.fsys.markDirty(n, false)
+	n.fsys.commits.Add(1)
+}
+
+// discard drops the file's unsaved changes and, when cur is given, makes
+// the server's current version the base of its state.
+func (n *node) discard(st *fileState, cur *vault.File) {
+	n.mu.Lock()
+	for i, dc := range st.dirty {
+		delete(st.dirty, i)
+		n.freeDirty(dc)
+	}
+	if cur != nil {
+		st.layout, st.fc = cur.Manifest.Layout, cur.Cipher()
+		st.setManifest(cur.Manifest)
+		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
+	}
+	st.changed, st.lastErr = false, nil
+	n.mu.Unlock()
+	n.fsys.markDirty(n, false)
+}
+
+// conflictName names a conflict copy of name, with a counter after the
+// first attempt; it stays within 255 bytes.
+func conflictName(name, host string, now time.Time, k int) string {
+	suffix := ".conflict-" + now.Format("20060102-150405") + "-" + host
+	if k > 0 {
+		suffix += fmt.Sprintf("-%d", k)
+	}
+	if len(suffix) > 200 {
+		suffix = suffix[:200]
+	}
+	if len(name)+len(suffix) > 255 {
+		name = name[:255-len(suffix)]
+	}
+	return name + suffix
+}
+
+// conflict keeps this mount's version m of a file another client replaced
+// (cur) or removed (cur nil): it is written as a new file with a new ID
+// beside the original, so its chunks are sealed again for that ID. The
+// data is then durable, so close(2) succeeds; the log names both files.
+func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) syscall.Errno {
+	name, parent := n.Parent()
+	pn, ok := (*node)(nil), false
+	if parent != nil {
+		pn, ok = parent.Operations().(*node)
+	}
+	if !ok || name == "" {
+		err := fmt.Errorf("the file changed on the server and this mount knows no directory to keep its own version in")
+		n.noteErr(st, err)
+		return n.fsys.fail("save", n.path(), err)
+	}
+	newID := crypto.NewID()
+	fc, err := n.fsys.v.FileCipher(newID, st.layout)
+	if err != nil {
+		return n.fsys.fail("save", n.path(), err)
+	}
+	cm := &crypto.Manifest{File: newID, Generation: 1, Size: m.Size, Layout: m.Layout, Chunks: make([]crypto.ChunkEntry, len(m.Chunks))}
+	buf := getBuf(sealedBufSize(st.layout))
+	defer putBuf(buf)
+	for i, c := range m.Chunks {
+		if c.IsHole() {
+			continue
+		}
+		j := job{i: i, plain: m.ChunkPlainLen(i), last: m.IsLast(i)}
+		n.mu.Lock()
+		j.dc = st.dirty[i]
+		n.mu.Unlock()
+		j.e = entry{id: c.ID, tag: c.Tag, plain: j.plain, last: j.last, valid: j.plain}
+		ref, sealed, tag, mac, err := n.sealJob(st, newID, fc, j, buf)
+		if err == nil {
+			err = n.put(ref, sealed, mac)
+		}
+		if err != nil {
+			n.noteErr(st, err)
+			return n.fsys.fail("save conflict copy", n.path(), err)
+		}
+		cm.Chunks[i] = crypto.ChunkEntry{ID: ref.ID, Tag: tag}
+	}
+	n.mu.Lock()
+	a := n.attr
+	n.mu.Unlock()
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	now := time.Now()
+	var cname string
+	for k := 0; ; k++ {
+		cname = conflictName(name, n.fsys.host, now, k)
+		_, err = n.fsys.v.CreateCommitted(ctx, pn.id, cname, cm, a)
+		if errno(err) != syscall.EEXIST || k >= 20 {
+			break
+		}
+	}
+	if err != nil {
+		n.noteErr(st, err)
+		return n.fsys.fail("save conflict copy", n.path(), err)
+	}
+	n.fsys.conflicts.Add(1)
+	n.fsys.log.Warn("conflict: the file was changed by another client; this mount's version is kept as a copy",
+		"file", pn.childPath(name), "copy", pn.childPath(cname))
+	n.discard(st, cur)
+	if cur == nil {
+		n.mu.Lock()
+		n.nlink = 0
+		n.mu.Unlock()
+	}
+	go n.NotifyContent(0, 0)
+	return 0
+}

@@ -1,0 +1,233 @@
+package fusefs
+
+import (
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/vault"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// entry is the sealed content of one chunk position that is not held in a
+// dirty buffer: a chunk of the committed version, or one this mount sealed
+// and uploaded since.
+type entry struct {
+	id    crypto.ID // zero: a hole, all zeros
+	tag   crypto.ChunkTag
+	plain int  // plaintext length it was sealed with
+	last  bool // sealed as the file's final chunk
+	valid int  // leading bytes that still count (a truncate cut the rest)
+}
+
+// dirtyChunk is a chunk's plaintext that the server does not have yet: a
+// full chunk-size buffer, zero beyond the file's end.
+type dirtyChunk struct {
+	mu        sync.Mutex // held while the chunk is sealed from buf
+	buf       []byte
+	seq       uint64 // counts changes, so an upload knows whether it is still current
+	uploading bool
+}
+
+// fileState is an open (or unsaved) file: the committed version its edits
+// are based on and the edits themselves. Its fields are guarded by the
+// node's mu; changes to them take the node's opMu too.
+type fileState struct {
+	layout   crypto.Layout
+	fc       *crypto.FileCipher
+	gen      uint64 // generation of the base version
+	size     int64
+	ents     []entry
+	dirty    map[int]*dirtyChunk
+	changed  bool // differs from the committed version
+	inflight int  // background uploads running
+	idle     *sync.Cond
+	opens    int
+	readEnd  int64 // where the last read ended, to detect sequential reads
+	lastErr  error
+}
+
+// newFileState builds the state of a file's committed version m.
+func newFileState(n *node, m *crypto.Manifest, fc *crypto.FileCipher) *fileState {
+	st := &fileState{layout: m.Layout, fc: fc, gen: m.Generation, size: int64(m.Size), dirty: map[int]*dirtyChunk{}}
+	st.idle = sync.NewCond(&n.mu)
+	st.setManifest(m)
+	return st
+}
+
+// setManifest makes m's chunks the entries.
+func (st *fileState) setManifest(m *crypto.Manifest) {
+	st.ents = make([]entry, len(m.Chunks))
+	for i, c := range m.Chunks {
+		pl := m.ChunkPlainLen(i)
+		st.ents[i] = entry{id: c.ID, tag: c.Tag, plain: pl, last: m.IsLast(i), valid: pl}
+	}
+	st.gen, st.size = m.Generation, int64(m.Size)
+}
+
+// chunkSize is the plaintext size of a full chunk.
+func (st *fileState) chunkSize() int64 { return int64(st.layout.ChunkSize()) }
+
+// count is the number of chunks of the current size.
+func (st *fileState) count() int { return int(st.layout.ChunkCount(uint64(st.size))) }
+
+// entryAt returns the sealed content of chunk i; a hole past the entries.
+func (st *fileState) entryAt(i int) entry {
+	if i < len(st.ents) {
+		return st.ents[i]
+	}
+	return entry{}
+}
+
+// setEntry records the sealed content of chunk i.
+func (st *fileState) setEntry(i int, e entry) {
+	for len(st.ents) <= i {
+		st.ents = append(st.ents, entry{})
+	}
+	st.ents[i] = e
+}
+
+// pinned reports whether the state must outlive its descriptors.
+func (st *fileState) pinned() bool { return st.changed || len(st.dirty) > 0 }
+
+// bufPool recycles chunk-size plaintext buffers and sealed buffers; the
+// budget, not the pool, bounds how many are live.
+var bufPools sync.Map // int → *sync.Pool
+
+func getBuf(n int) []byte {
+	p, _ := bufPools.LoadOrStore(n, &sync.Pool{New: func() any { b := make([]byte, n); return &b }})
+	return *(p.(*sync.Pool).Get().(*[]byte))
+}
+
+func putBuf(b []byte) {
+	b = b[:cap(b)]
+	if p, ok := bufPools.Load(len(b)); ok {
+		p.(*sync.Pool).Put(&b)
+	}
+}
+
+// sealedBufSize is the capacity a sealed chunk of layout l needs.
+func sealedBufSize(l crypto.Layout) int { return l.MaxSealedChunkSize() + int(l.PadUnit) }
+
+// openCount returns how many descriptors have the file open.
+func (n *node) openCount() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.file == nil {
+		return 0
+	}
+	return n.file.opens
+}
+
+// loadFile returns the file's state, fetching and verifying the current
+// manifest when there is none. The caller holds opMu.
+func (n *node) loadFile() (*fileState, syscall.Errno) {
+	n.mu.Lock()
+	st := n.file
+	n.mu.Unlock()
+	if st != nil {
+		return st, 0
+	}
+	if n.typ != wire.TypeFile {
+		return nil, syscall.EISDIR
+	}
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	f, err := n.fsys.v.OpenFile(c, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
+	if err != nil {
+		return nil, n.fsys.fail("open", n.path(), err)
+	}
+	st = newFileState(n, f.Manifest, f.Cipher())
+	n.mu.Lock()
+	n.file = st
+	n.attr, n.version, n.nlink = f.Node.Attr, f.Node.Version, f.Node.Nlink
+	n.mu.Unlock()
+	return st, 0
+}
+
+// newFile returns the state of a file this mount just created: empty, never
+// committed.
+func (n *node) newFile() (*fileState, error) {
+	l := n.fsys.v.Layout()
+	fc, err := n.fsys.v.FileCipher(n.id, l)
+	if err != nil {
+		return nil, err
+	}
+	return newFileState(n, &crypto.Manifest{File: n.id, Layout: l}, fc), nil
+}
+
+// dropIfIdle forgets the state of a file that is closed and saved, so the
+// next open fetches the newest version.
+func (n *node) dropIfIdle() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if st := n.file; st != nil && st.opens == 0 && !st.pinned() && st.inflight == 0 {
+		n.file = nil
+		n.fetched = n.fetched.Add(-attrTTL) // the kernel may ask again soon
+	}
+}
+
+// waitIdle waits until no background upload of st runs. The caller holds
+// n.mu.
+func (st *fileState) waitIdle() {
+	for st.inflight > 0 {
+		st.idle.Wait()
+	}
+}
+
+// freeDirty releases a dirty buffer and its budget.
+func (n *node) freeDirty(dc *dirtyChunk) {
+	if dc.buf == nil {
+		return
+	}
+	cost := int64(len(dc.buf))
+	putBuf(dc.buf)
+	dc.buf = nil
+	n.fsys.budget.Release(cost)
+}
+
+// touchLocked records a change of content: mtime and ctime are now.
+func (n *node) touchLocked() {
+	now := time.Now().UnixNano()
+	n.attr.Mtime, n.attr.Ctime = now, now
+}
+
+// truncate sets the file's size: chunks past the end are dropped, the
+// part of the final chunk past the end reads as zeros, and growth is a
+// hole. The caller holds opMu.
+func (n *node) truncate(st *fileState, size int64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st.waitIdle()
+	if size == st.size {
+		return
+	}
+	cs := st.chunkSize()
+	keep := int(st.layout.ChunkCount(uint64(size)))
+	for i, dc := range st.dirty {
+		if i >= keep {
+			delete(st.dirty, i)
+			n.freeDirty(dc)
+		}
+	}
+	if len(st.ents) > keep {
+		st.ents = st.ents[:keep]
+	}
+	if size < st.size && keep > 0 {
+		i := keep - 1
+		tail := int(size - int64(i)*cs)
+		if dc := st.dirty[i]; dc != nil {
+			dc.mu.Lock()
+			clear(dc.buf[tail:])
+			dc.seq++
+			dc.mu.Unlock()
+		} else if i < len(st.ents) && st.ents[i].valid > tail {
+			st.ents[i].valid = tail
+		}
+	}
+	st.size = size
+	st.changed = true
+	n.touchLocked()
+	n.fsys.markDirty(n, true)
+}

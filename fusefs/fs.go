@@ -1,0 +1,332 @@
+// Package fusefs is the FUSE filesystem behind `sealfs mount`: it presents an
+// account's encrypted tree as an ordinary directory, on
+// github.com/hanwen/go-fuse/v2.
+//
+// Data flows fusefs → cache → remote/vault → HTTPS → server. Reads open
+// only the 64 KiB blocks they need out of sealed chunks kept in an on-disk
+// cache (cache.Chunks), each chunk verified against its manifest when it
+// enters the cache. Writes go to per-file chunk buffers under a global
+// memory budget (cache.Budget); full chunks are sealed and uploaded in the
+// background while the application keeps writing, and close(2) and
+// fsync(2) return only once every chunk and the new manifest are
+// committed on the server. A commit that finds the file replaced by another
+// client keeps both versions: this mount's data goes to a conflict copy
+// beside the file. docs/semantics.md lists the guarantees.
+package fusefs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/cache"
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote"
+	"github.com/sealfs/sealfs/remote/vault"
+)
+
+// Options configure a filesystem.
+type Options struct {
+	// Vault is the unlocked account.
+	Vault *vault.Vault
+	// Chunks is the on-disk cache of sealed chunks.
+	Chunks *cache.Chunks
+	// DirtyBytes bounds the plaintext held for writes not yet uploaded
+	// (default 64 MiB).
+	DirtyBytes int64
+	// Timeout bounds how long one operation waits for the server before it
+	// fails with EIO (default 30 s).
+	Timeout time.Duration
+	// ReadOnly refuses every change with EROFS.
+	ReadOnly bool
+	// Uploads is how many chunk uploads run at once (default 8).
+	Uploads int
+	// Host names this machine in conflict copies (default os.Hostname).
+	Host string
+	// Log receives errors and conflicts (default slog.Default()).
+	Log *slog.Logger
+}
+
+// FS is one mounted account. It is safe for concurrent use.
+type FS struct {
+	v       *vault.Vault
+	chunks  *cache.Chunks
+	budget  *cache.Budget
+	timeout time.Duration
+	ro      bool
+	host    string
+	log     *slog.Logger
+	upSem   chan struct{} // bounds concurrent chunk uploads
+	raSem   chan struct{} // bounds concurrent readahead fetches
+
+	fetchMu sync.Mutex
+	fetches map[crypto.ID]*fetchCall
+
+	mu      sync.Mutex
+	dirty   map[*node]struct{} // files with uncommitted data
+	errs    []string           // recent errors, newest last
+	pending sync.WaitGroup     // background uploads and commits
+
+	uploading atomic.Int64 // chunk uploads in flight
+	uploaded  atomic.Int64 // chunks uploaded since start
+	commits   atomic.Int64 // versions committed since start
+	conflicts atomic.Int64
+
+	root *node
+	stop chan struct{}
+}
+
+// New returns the filesystem of opts.Vault. Call Root for the go-fuse root
+// node and Shutdown after the mount has ended.
+func New(ctx context.Context, opts Options) (*FS, error) {
+	if opts.Vault == nil || opts.Chunks == nil {
+		return nil, errors.New("fusefs: a vault and a chunk cache are required")
+	}
+	if opts.DirtyBytes <= 0 {
+		opts.DirtyBytes = 64 << 20
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Uploads <= 0 {
+		opts.Uploads = 8
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+		if opts.Host == "" {
+			opts.Host = "unknown"
+		}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	f := &FS{
+		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
+		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log,
+		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, 4),
+		fetches: map[crypto.ID]*fetchCall{}, dirty: map[*node]struct{}{},
+		stop: make(chan struct{}),
+	}
+	rctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	rn, err := f.v.Root(rctx)
+	if err != nil {
+		return nil, fmt.Errorf("reading the root directory: %w", err)
+	}
+	f.root = &node{fsys: f, id: crypto.ID{}, typ: rn.Type}
+	f.root.absorb(rn)
+	go f.retryLoop()
+	return f, nil
+}
+
+// Root returns the root node to mount.
+func (f *FS) Root() fs.InodeEmbedder { return f.root }
+
+// MountOptions returns the go-fuse options the mount should use: kernel
+// caches of one second, so that changes made elsewhere show within a few
+// seconds, the kernel checking permissions, and extended attributes
+// answered by the kernel with ENOTSUP (the server has no storage for them
+// yet).
+func (f *FS) MountOptions(allowOther bool) *fs.Options {
+	sec := time.Second
+	mo := fuse.MountOptions{
+		FsName: "sealfs", Name: "sealfs",
+		AllowOther:    allowOther,
+		DisableXAttrs: true,
+		MaxWrite:      1 << 20,
+		MaxReadAhead:  1 << 20,
+		Options:       []string{"default_permissions"},
+	}
+	if f.ro {
+		mo.Options = append(mo.Options, "ro")
+	}
+	return &fs.Options{
+		MountOptions:   mo,
+		EntryTimeout:   &sec,
+		AttrTimeout:    &sec,
+		RootStableAttr: &fs.StableAttr{Ino: 1},
+	}
+}
+
+// ctx returns the context of one operation on the server. It ignores the
+// caller's interrupts on purpose: a commit that close(2) waits for must
+// not be abandoned half-way because the process got a signal, and
+// interrupted reads would only be retried by the kernel.
+func (f *FS) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), f.timeout)
+}
+
+// ino derives a stable inode number from a 128-bit inode ID. The root is 1;
+// 0 and 1 are never produced for other inodes.
+func ino(id crypto.ID) uint64 {
+	if id.IsZero() {
+		return 1
+	}
+	x := binary.BigEndian.Uint64(id[:8]) ^ binary.BigEndian.Uint64(id[8:])
+	if x <= 1 {
+		x += 2
+	}
+	return x
+}
+
+// errno maps an error of the vault, the API client or the cache to the
+// errno a system call returns. Everything that is not a clear answer of the
+// server (corruption, network failure, timeouts) is EIO.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var ce *vault.CorruptError
+	if errors.As(err, &ce) {
+		return syscall.EIO
+	}
+	switch remote.Code(err) {
+	case "not_found":
+		return syscall.ENOENT
+	case "exists":
+		return syscall.EEXIST
+	case "not_empty":
+		return syscall.ENOTEMPTY
+	case "not_dir":
+		return syscall.ENOTDIR
+	case "is_dir":
+		return syscall.EISDIR
+	case "invalid":
+		return syscall.EINVAL
+	case "not_permitted":
+		return syscall.EPERM
+	case "quota_exceeded":
+		return syscall.EDQUOT
+	case "insufficient_storage":
+		return syscall.ENOSPC
+	}
+	if errors.Is(err, vault.ErrBadPath) {
+		return syscall.EINVAL
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		switch e {
+		case syscall.ENOENT, syscall.EEXIST, syscall.ENOTEMPTY, syscall.ENOTDIR, syscall.EISDIR,
+			syscall.EINVAL, syscall.EPERM, syscall.EDQUOT, syscall.ENOSPC, syscall.ENAMETOOLONG, syscall.EROFS:
+			return e
+		}
+	}
+	return syscall.EIO
+}
+
+// fail maps err to an errno and logs it, with the path, when it is EIO:
+// an EIO says nothing by itself, the log says what broke.
+func (f *FS) fail(op, path string, err error) syscall.Errno {
+	e := errno(err)
+	if e == syscall.EIO {
+		f.logError(op, path, err)
+	}
+	return e
+}
+
+// logError logs an error and keeps it for the status file.
+func (f *FS) logError(op, path string, err error) {
+	f.log.Error(op+" failed", "path", path, "err", err)
+	msg := fmt.Sprintf("%s %s: %s: %v", time.Now().Format(time.RFC3339), op, path, err)
+	f.mu.Lock()
+	f.errs = append(f.errs, msg)
+	if len(f.errs) > 10 {
+		f.errs = f.errs[len(f.errs)-10:]
+	}
+	f.mu.Unlock()
+}
+
+// Stats is what the status file shows of a running mount.
+type Stats struct {
+	UploadsInFlight int64    `json:"uploads_in_flight"`
+	ChunksUploaded  int64    `json:"chunks_uploaded"`
+	Commits         int64    `json:"commits"`
+	Conflicts       int64    `json:"conflicts"`
+	DirtyBytes      int64    `json:"dirty_bytes"`
+	FilesPending    int      `json:"files_pending"`
+	CacheBytes      int64    `json:"cache_bytes"`
+	LastErrors      []string `json:"last_errors,omitempty"`
+}
+
+// Stats returns the mount's counters.
+func (f *FS) Stats() Stats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return Stats{
+		UploadsInFlight: f.uploading.Load(), ChunksUploaded: f.uploaded.Load(),
+		Commits: f.commits.Load(), Conflicts: f.conflicts.Load(),
+		DirtyBytes: f.budget.Used(), FilesPending: len(f.dirty),
+		CacheBytes: f.chunks.Size(), LastErrors: append([]string(nil), f.errs...),
+	}
+}
+
+// markDirty records that n holds data the server does not have yet.
+func (f *FS) markDirty(n *node, dirty bool) {
+	f.mu.Lock()
+	if dirty {
+		f.dirty[n] = struct{}{}
+	} else {
+		delete(f.dirty, n)
+	}
+	f.mu.Unlock()
+}
+
+// dirtyNodes returns the files with uncommitted data.
+func (f *FS) dirtyNodes() []*node {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*node, 0, len(f.dirty))
+	for n := range f.dirty {
+		out = append(out, n)
+	}
+	return out
+}
+
+// retryLoop commits, every ten seconds, files whose last commit failed and
+// that no open descriptor will flush again: data is never dropped just
+// because the server was away when the file was closed.
+func (f *FS) retryLoop() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-t.C:
+		}
+		for _, n := range f.dirtyNodes() {
+			if n.openCount() == 0 {
+				_ = n.commit("retry")
+			}
+		}
+	}
+}
+
+// Shutdown commits everything still pending after the mount has ended and
+// reports what could not be stored. The data it could not store is lost
+// when the process exits, so every such file is logged by name.
+func (f *FS) Shutdown() error {
+	close(f.stop)
+	f.pending.Wait()
+	var failed []string
+	for _, n := range f.dirtyNodes() {
+		if err := n.commit("unmount"); err != 0 {
+			failed = append(failed, n.path())
+		}
+	}
+	f.pending.Wait()
+	if len(failed) > 0 {
+		return fmt.Errorf("could not store the latest changes of %d file(s) on the server: %v", len(failed), failed)
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package fusefs
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+func TestIno(t *testing.T) {
+	if ino(crypto.ID{}) != 1 {
+		t.Fatal("the root is not inode 1")
+	}
+	seen := map[uint64]bool{}
+	for i := 0; i < 1000; i++ {
+		x := ino(crypto.NewID())
+		if x <= 1 || seen[x] {
+			t.Fatalf("inode number %d", x)
+		}
+		seen[x] = true
+	}
+}
+
+func TestConflictName(t *testing.T) {
+	now := time.Date(2024, 5, 6, 7, 8, 9, 0, time.UTC)
+	if got := conflictName("a.txt", "host", now, 0); got != "a.txt.conflict-20240506-070809-host" {
+		t.Fatal(got)
+	}
+	if got := conflictName("a.txt", "host", now, 2); !strings.HasSuffix(got, "-host-2") {
+		t.Fatal(got)
+	}
+	if got := conflictName(strings.Repeat("x", 255), strings.Repeat("h", 300), now, 1); len(got) > 255 {
+		t.Fatalf("%d bytes", len(got))
+	}
+}
+
+func TestErrno(t *testing.T) {
+	for code, want := range map[string]syscall.Errno{
+		wire.CodeNotFound: syscall.ENOENT, wire.CodeExists: syscall.EEXIST, wire.CodeNotEmpty: syscall.ENOTEMPTY,
+		wire.CodeNotDir: syscall.ENOTDIR, wire.CodeIsDir: syscall.EISDIR, wire.CodeInvalid: syscall.EINVAL,
+		wire.CodeNotPermitted: syscall.EPERM, wire.CodeQuotaExceeded: syscall.EDQUOT,
+		wire.CodeInsufficientStorage: syscall.ENOSPC, wire.CodeInternal: syscall.EIO, wire.CodeVersionMismatch: syscall.EIO,
+	} {
+		err := &remote.APIError{Status: wire.Status[code], Wire: &wire.Error{Code: code}}
+		if got := errno(err); got != want {
+			t.Errorf("%s: %v, want %v", code, got, want)
+		}
+	}
+	if errno(&remote.NetError{URL: "https://x", Err: syscall.ECONNREFUSED}) != syscall.EIO {
+		t.Error("a network error is not EIO")
+	}
+}

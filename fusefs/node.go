@@ -1,0 +1,260 @@
+package fusefs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/vault"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// node is one inode of the mount: a file, directory or symlink of the
+// account, known by its 128-bit ID. Hard links share one node.
+type node struct {
+	fs.Inode
+	fsys *FS
+	id   crypto.ID
+	typ  int // wire.TypeFile, TypeDir or TypeSymlink
+
+	// opMu serialises the operations that change a file's content
+	// (write, truncate, commit), so a commit sees one consistent state.
+	opMu sync.Mutex
+
+	// mu guards everything below, and the open file state.
+	mu      sync.Mutex
+	attr    crypto.Attr // committed size and generation, local mode and times
+	version int64       // inode version the next commit is conditional on
+	nlink   int64
+	target  string
+	fetched time.Time // when attr last came from the server
+	file    *fileState
+}
+
+var (
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+)
+
+// typeMode is the S_IFMT bits of an inode type.
+func typeMode(typ int) uint32 {
+	switch typ {
+	case wire.TypeDir:
+		return syscall.S_IFDIR
+	case wire.TypeSymlink:
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
+
+// attrTTL is how long attributes fetched from the server are trusted, the
+// same as the kernel's attribute timeout.
+const attrTTL = time.Second
+
+// absorb takes what the server says of the inode. A file with an open or
+// unsaved state keeps the version and attributes its edits are based on;
+// only the link count is news to it.
+func (n *node) absorb(vn *vault.Node) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.nlink = vn.Nlink
+	if n.file != nil {
+		return
+	}
+	n.attr, n.version, n.target = vn.Attr, vn.Version, vn.Target
+	n.fetched = time.Now()
+}
+
+// path names the node for logs: a path from the mount's root.
+func (n *node) path() string {
+	if n.id.IsZero() {
+		return "/"
+	}
+	p := n.Path(nil)
+	if p == "" {
+		return "(unlinked " + n.id.String()[:16] + ")"
+	}
+	return "/" + p
+}
+
+// childPath names a child for logs.
+func (n *node) childPath(name string) string {
+	p := n.path()
+	if p == "/" {
+		return "/" + name
+	}
+	return p + "/" + name
+}
+
+// fillAttr writes the node's attributes as stat(2) shows them.
+func (n *node) fillAttr(out *fuse.Attr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.fillAttrLocked(out)
+}
+
+func (n *node) fillAttrLocked(out *fuse.Attr) {
+	a := n.attr
+	size := a.Size
+	if n.file != nil {
+		size = uint64(n.file.size)
+	}
+	out.Ino = ino(n.id)
+	out.Mode = typeMode(n.typ) | a.Mode&07777
+	out.Size = size
+	out.Blocks = (size + 511) / 512
+	out.Blksize = 4096
+	out.Nlink = uint32(max(n.nlink, 0))
+	if n.typ == wire.TypeDir && out.Nlink == 0 {
+		out.Nlink = 1
+	}
+	out.Uid, out.Gid, out.Rdev = a.UID, a.GID, a.Rdev
+	out.Atime, out.Atimensec = splitNanos(a.Atime)
+	out.Mtime, out.Mtimensec = splitNanos(a.Mtime)
+	out.Ctime, out.Ctimensec = splitNanos(a.Ctime)
+}
+
+// splitNanos splits nanoseconds since the epoch for struct stat.
+func splitNanos(ns int64) (uint64, uint32) {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec--
+		nsec += 1e9
+	}
+	return uint64(sec), uint32(nsec)
+}
+
+// fillEntry writes a lookup answer for the node.
+func (n *node) fillEntry(out *fuse.EntryOut) {
+	n.fillAttr(&out.Attr)
+}
+
+// Getattr answers stat(2). Attributes older than the kernel's timeout are
+// fetched again, so changes made by other clients show.
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	n.mu.Lock()
+	stale := n.file == nil && time.Since(n.fetched) > attrTTL
+	n.mu.Unlock()
+	if stale {
+		if e := n.refresh(); e != 0 {
+			return e
+		}
+	}
+	n.fillAttr(&out.Attr)
+	return 0
+}
+
+// refresh fetches the inode's attributes from the server.
+func (n *node) refresh() syscall.Errno {
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	vn, err := n.fsys.v.Stat(ctx, n.id)
+	if err != nil {
+		if errno(err) == syscall.ENOENT {
+			// Gone on the server (removed by another client): what the
+			// kernel still holds is all that is left of it.
+			n.mu.Lock()
+			n.nlink = 0
+			n.fetched = time.Now()
+			n.mu.Unlock()
+			return 0
+		}
+		return n.fsys.fail("stat", n.path(), err)
+	}
+	n.absorb(vn)
+	return 0
+}
+
+// childFor returns the inode for a child the server described, reusing the
+// node the tree already has under that name when it is the same inode, so
+// a file with unsaved writes keeps its state.
+func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *fuse.EntryOut) *fs.Inode {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && cn.id == vn.ID {
+			cn.absorb(vn)
+			cn.fillEntry(out)
+			return ch
+		}
+	}
+	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn.absorb(vn)
+	cn.fillEntry(out)
+	return n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)})
+}
+
+// newChild returns the inode for a child this mount just created.
+func (n *node) newChild(ctx context.Context, vn *vault.Node, st *fileState, out *fuse.EntryOut) (*fs.Inode, *node) {
+	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn.absorb(vn)
+	cn.file = st
+	cn.fillEntry(out)
+	return n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)}), cn
+}
+
+// caller returns the uid and gid of the process making the request.
+func caller(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return 0, 0
+}
+
+// newAttr returns the attributes of an inode a caller creates.
+func newAttr(ctx context.Context, typ int, perm uint32) crypto.Attr {
+	uid, gid := caller(ctx)
+	now := time.Now().UnixNano()
+	return crypto.Attr{Mode: typeMode(typ) | perm&07777, UID: uid, GID: gid, Atime: now, Mtime: now, Ctime: now}
+}
+
+// checkName refuses names a POSIX filesystem of this kind does not take.
+func checkName(name string) syscall.Errno {
+	if len(name) > 255 {
+		return syscall.ENAMETOOLONG
+	}
+	if err := vault.CheckName(name); err != nil {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// Statfs reports the account's quota and usage, or a large free space for
+// an account without quota.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	acct, err := n.fsys.v.Client().Account(c)
+	if err != nil {
+		return n.fsys.fail("statfs", "/", err)
+	}
+	const bs = 4096
+	total := acct.QuotaBytes
+	if total <= 0 {
+		total = max(acct.UsedBytes, 0) + 1<<50
+	}
+	free := max(total-acct.UsedBytes, 0)
+	out.Bsize, out.Frsize = bs, bs
+	out.Blocks = uint64(total / bs)
+	out.Bfree = uint64(free / bs)
+	out.Bavail = out.Bfree
+	out.Files = 1 << 32
+	out.Ffree = 1 << 32
+	out.NameLen = 255
+	return 0
+}

@@ -1,0 +1,289 @@
+package fusefs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/vault"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// Lookup finds name in the directory: one request, the sealed name opened
+// and checked against the directory and the inode it names.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if e := checkName(name); e != 0 {
+		return nil, e
+	}
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	vn, err := n.fsys.v.Lookup(c, n.id, name)
+	if err != nil {
+		return nil, n.fsys.fail("lookup", n.childPath(name), err)
+	}
+	return n.childFor(ctx, name, vn, out), 0
+}
+
+// dirHandle is an open directory: the verified listing taken when it was
+// opened, so seekdir and repeated reads see one consistent list.
+type dirHandle struct {
+	n       *node
+	mu      sync.Mutex
+	entries []*vault.Node
+	pos     int
+}
+
+var (
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileLookuper     = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+)
+
+// OpendirHandle lists the directory with every name opened and verified.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	entries, err := n.fsys.v.ReadDir(c, n.id)
+	if err != nil {
+		return nil, 0, n.fsys.fail("readdir", n.path(), err)
+	}
+	return &dirHandle{n: n, entries: entries}, 0, 0
+}
+
+// Readdirent returns the next entry; offsets are positions in the listing.
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pos >= len(d.entries) {
+		return nil, 0
+	}
+	e := d.entries[d.pos]
+	d.pos++
+	return &fuse.DirEntry{Name: e.Name, Mode: typeMode(e.Type), Ino: ino(e.ID), Off: uint64(d.pos)}, 0
+}
+
+// Seekdir moves to an offset Readdirent handed out.
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pos = int(min(off, uint64(len(d.entries))))
+	return 0
+}
+
+// Lookup answers readdirplus from the listing, without a request per entry.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	d.mu.Lock()
+	var vn *vault.Node
+	for i := d.pos - 1; i >= 0 && i < len(d.entries); i-- {
+		if d.entries[i].Name == name {
+			vn = d.entries[i]
+			break
+		}
+	}
+	d.mu.Unlock()
+	if vn == nil {
+		return d.n.Lookup(ctx, name, out)
+	}
+	return d.n.childFor(ctx, name, vn, out), 0
+}
+
+// Mkdir creates a directory owned by the caller.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return n.create(ctx, name, wire.TypeDir, mode, "", out)
+}
+
+// Symlink creates a symbolic link; its target is sealed like a name.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(target) == 0 || len(target) > crypto.MaxSymlinkLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	return n.create(ctx, name, wire.TypeSymlink, 0o777, target, out)
+}
+
+// create makes a directory or symlink in n.
+func (n *node) create(ctx context.Context, name string, typ int, mode uint32, target string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.ro {
+		return nil, syscall.EROFS
+	}
+	if e := checkName(name); e != 0 {
+		return nil, e
+	}
+	a := newAttr(ctx, typ, mode)
+	a.Size = uint64(len(target))
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	vn, err := n.fsys.v.CreateInode(c, n.id, name, typ, a, target)
+	if err != nil {
+		return nil, n.fsys.fail("create", n.childPath(name), err)
+	}
+	in, _ := n.newChild(ctx, vn, nil, out)
+	return in, 0
+}
+
+// Readlink returns the symlink's target, opened when it was looked up.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	n.mu.Lock()
+	t := n.target
+	n.mu.Unlock()
+	if t == "" {
+		if e := n.refresh(); e != 0 {
+			return nil, e
+		}
+		n.mu.Lock()
+		t = n.target
+		n.mu.Unlock()
+	}
+	return []byte(t), 0
+}
+
+// Rmdir removes an empty directory (ENOTEMPTY otherwise).
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, true)
+}
+
+// Unlink removes a name. A file still open here stays readable through its
+// descriptors: they keep its manifest, and the server keeps its chunks for
+// a grace period.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.remove(name, false)
+}
+
+func (n *node) remove(name string, dir bool) syscall.Errno {
+	if n.fsys.ro {
+		return syscall.EROFS
+	}
+	if e := checkName(name); e != 0 {
+		return e
+	}
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	if err := n.fsys.v.Remove(c, n.id, name, dir); err != nil {
+		return n.fsys.fail("remove", n.childPath(name), err)
+	}
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.dropLink()
+		}
+	}
+	return 0
+}
+
+// dropLink records that one name of the node is gone.
+func (n *node) dropLink() {
+	n.mu.Lock()
+	if n.nlink > 0 {
+		n.nlink--
+	}
+	n.mu.Unlock()
+}
+
+// childNode returns the child called name: from the tree when the kernel
+// knows it, else from the server.
+func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			return cn, 0
+		}
+	}
+	vn, err := n.fsys.v.Lookup(ctx, n.id, name)
+	if err != nil {
+		return nil, n.fsys.fail("lookup", n.childPath(name), err)
+	}
+	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn.absorb(vn)
+	return cn, 0
+}
+
+// Rename moves name to newName in newParent atomically on the server, with
+// rename(2)'s replace semantics, RENAME_NOREPLACE or RENAME_EXCHANGE.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.fsys.ro {
+		return syscall.EROFS
+	}
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if e := checkName(name); e != 0 {
+		return e
+	}
+	if e := checkName(newName); e != 0 {
+		return e
+	}
+	const noReplace, exchange = 1, 2
+	mode := wire.RenameReplace
+	switch {
+	case flags&^(noReplace|exchange) != 0, flags == noReplace|exchange:
+		return syscall.EINVAL
+	case flags&noReplace != 0:
+		mode = wire.RenameNoReplace
+	case flags&exchange != 0:
+		mode = wire.RenameExchange
+	}
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	src, e := n.childNode(c, name)
+	if e != 0 {
+		return e
+	}
+	var dst *node
+	if ch := np.GetChild(newName); ch != nil {
+		dst, _ = ch.Operations().(*node)
+	}
+	var dstVN *vault.Node
+	if mode == wire.RenameExchange {
+		if dst == nil {
+			if dst, e = np.childNode(c, newName); e != 0 {
+				return e
+			}
+		}
+		dstVN = &vault.Node{ID: dst.id, Type: dst.typ}
+	}
+	srcVN := &vault.Node{ID: src.id, Type: src.typ, Parent: n.id, Name: name, Index: n.fsys.v.NameIndex(n.id, name)}
+	if err := n.fsys.v.Rename(c, srcVN, np.id, newName, mode, dstVN); err != nil {
+		return n.fsys.fail("rename", n.childPath(name)+" -> "+np.childPath(newName), err)
+	}
+	if mode == wire.RenameReplace && dst != nil && dst.id != src.id {
+		dst.dropLink()
+	}
+	return 0
+}
+
+// Link adds a hard link; the link count and version the server returns
+// become the node's.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.ro {
+		return nil, syscall.EROFS
+	}
+	tn, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if tn.typ == wire.TypeDir {
+		return nil, syscall.EPERM
+	}
+	if e := checkName(name); e != 0 {
+		return nil, e
+	}
+	c, cancel := n.fsys.ctx()
+	defer cancel()
+	vn, err := n.fsys.v.Link(c, n.id, name, tn.id)
+	if err != nil {
+		return nil, n.fsys.fail("link", n.childPath(name), err)
+	}
+	tn.mu.Lock()
+	tn.nlink = vn.Nlink
+	if tn.file == nil || tn.version == vn.Version-1 {
+		// The link is the only change since the version the node
+		// holds: adopt the new version, or a later commit would see a
+		// mismatch that is not a conflict.
+		tn.version = vn.Version
+	}
+	tn.mu.Unlock()
+	tn.fillEntry(out)
+	return tn.EmbeddedInode(), 0
+}

@@ -1,0 +1,122 @@
+package fusefs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote"
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// metaBits are the setattr fields stored in the sealed attributes.
+const metaBits = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_ATIME | fuse.FATTR_MTIME |
+	fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW | fuse.FATTR_CTIME
+
+// Setattr implements chmod, chown, utimensat (nanoseconds kept) and
+// truncate. A file with unsaved changes takes them into its next commit;
+// otherwise they are stored at once. A truncate through a path (no open
+// descriptor) is committed before it returns.
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.ro {
+		return syscall.EROFS
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	sized := false
+	if sz, ok := in.GetSize(); ok {
+		switch n.typ {
+		case wire.TypeDir:
+			return syscall.EISDIR
+		case wire.TypeSymlink:
+			return syscall.EINVAL
+		}
+		st, e := n.loadFile()
+		if e != 0 {
+			return e
+		}
+		n.truncate(st, int64(sz))
+		sized = true
+	}
+	meta := in.Valid&metaBits != 0
+	change := func(a *crypto.Attr) {
+		if m, ok := in.GetMode(); ok {
+			a.Mode = a.Mode&^07777 | m
+		}
+		if u, ok := in.GetUID(); ok {
+			a.UID = u
+		}
+		if g, ok := in.GetGID(); ok {
+			a.GID = g
+		}
+		if t, ok := in.GetATime(); ok {
+			a.Atime = t.UnixNano()
+		}
+		if t, ok := in.GetMTime(); ok {
+			a.Mtime = t.UnixNano()
+		}
+		a.Ctime = time.Now().UnixNano()
+	}
+	n.mu.Lock()
+	st := n.file
+	deferred := st != nil && st.pinned()
+	if deferred && meta {
+		change(&n.attr)
+		st.changed = true
+	}
+	opens := 0
+	if st != nil {
+		opens = st.opens
+	}
+	n.mu.Unlock()
+	if meta && !deferred {
+		if e := n.patch(change); e != 0 {
+			return e
+		}
+	}
+	if (deferred || sized) && opens == 0 {
+		if e := n.commitLocked("setattr"); e != 0 {
+			return e
+		}
+		n.dropIfIdle()
+	}
+	n.fillAttr(&out.Attr)
+	return 0
+}
+
+// patch stores changed attributes now, conditional on the inode's version;
+// when another change came first, it is applied on top of that one.
+func (n *node) patch(change func(*crypto.Attr)) syscall.Errno {
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	n.mu.Lock()
+	a, ver := n.attr, n.version
+	n.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		b := a
+		change(&b)
+		vn, err := n.fsys.v.SetAttr(ctx, n.id, b, ver)
+		if err == nil {
+			n.mu.Lock()
+			if n.file == nil || vn.Attr.Generation == n.file.gen {
+				n.attr, n.version = vn.Attr, vn.Version
+				n.fetched = time.Now()
+			}
+			n.nlink = vn.Nlink
+			n.mu.Unlock()
+			return 0
+		}
+		if !remote.IsVersionMismatch(err) || attempt >= 4 {
+			return n.fsys.fail("setattr", n.path(), err)
+		}
+		cur, serr := n.fsys.v.Stat(ctx, n.id)
+		if serr != nil {
+			return n.fsys.fail("setattr", n.path(), serr)
+		}
+		a, ver = cur.Attr, cur.Version
+	}
+}
