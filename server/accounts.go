@@ -63,6 +63,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	if req.Invite == "" || len(req.Invite) > 128 {
 		return errf(wire.CodeInviteInvalid, "an invite code is required: ask the server's operator for one ('sealfs server invite')")
 	}
+	// Guessing invites is throttled like guessing passwords, and checked
+	// before the slow hash, so bogus registrations cost the server little.
+	addr := remoteHost(r)
+	if d := s.limits.waitKeys(registerKeys(addr)); d > 0 {
+		s.metrics.throttled()
+		return &apiError{code: wire.CodeThrottled, msg: "too many failed registrations; retry in " + fmtDuration(d), retry: int(d/time.Second) + 1}
+	}
 	kdf, _ := json.Marshal(req.KDF)
 	layout, _ := json.Marshal(req.Layout)
 	data, wrapped, err := s.store.SealValue([]byte(req.User), transferKeyID, req.TransferKey)
@@ -75,6 +82,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		TransferKey: meta.Sealed{Data: data, KEKID: wrapped.KEKID, WrappedKey: wrapped.WrappedKey},
 		Layout:      string(layout),
 	})
+	if errors.Is(err, meta.ErrInviteInvalid) {
+		s.limits.failKeys(registerKeys(addr))
+	}
 	if errors.Is(err, meta.ErrExists) {
 		return errf(wire.CodeExists, "the user name %q is taken", req.User)
 	}

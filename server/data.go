@@ -16,6 +16,7 @@ import (
 	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server/atrest"
+	"github.com/sealfs/sealfs/server/blob"
 	"github.com/sealfs/sealfs/server/meta"
 )
 
@@ -241,11 +242,11 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, err := s.store.Get(r.Context(), []byte(a.Name), id[:], rec.BlobKey, atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey})
+	body, rec, err := readChunkBlob(r.Context(), s.meta, s.store, a.ID, a.Name, rec)
 	if err != nil {
-		if errors.Is(err, crypto.ErrAuthentication) || errors.Is(err, crypto.ErrCorrupt) {
-			s.log.Error("stored chunk failed its at-rest check", "account", a.ID, "blob", rec.BlobKey)
-			return errf(wire.CodeDamaged, "the stored chunk is damaged on the server (run 'sealfs server scrub')")
+		if errors.Is(err, crypto.ErrAuthentication) || errors.Is(err, crypto.ErrCorrupt) || errors.Is(err, blob.ErrNotFound) {
+			s.log.Error("stored chunk is damaged or missing", "account", a.ID, "blob", rec.BlobKey, "err", err)
+			return errf(wire.CodeDamaged, "the stored chunk is damaged or missing on the server (run 'sealfs server scrub')")
 		}
 		return err
 	}
@@ -261,6 +262,23 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	w.Write(body)
 	s.metrics.bytesOut(len(body))
 	return nil
+}
+
+// readChunkBlob reads and opens a chunk's blob. A blob that vanished
+// because 'rotate-key --reencrypt' moved the chunk to a new blob between our
+// reading the record and the blob is found again through a fresh record.
+func readChunkBlob(ctx context.Context, st meta.Store, store *atrest.Store, account int64, owner string, rec meta.ChunkRecord) ([]byte, meta.ChunkRecord, error) {
+	for attempt := 0; ; attempt++ {
+		body, err := store.Get(ctx, []byte(owner), rec.ID[:], rec.BlobKey, atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey})
+		if !errors.Is(err, blob.ErrNotFound) || attempt == 2 {
+			return body, rec, err
+		}
+		fresh, ferr := st.GetChunk(ctx, account, rec.ID)
+		if ferr != nil || fresh.BlobKey == rec.BlobKey {
+			return nil, rec, err
+		}
+		rec = fresh
+	}
 }
 
 func (s *Server) haveChunks(w http.ResponseWriter, r *http.Request) error {
@@ -293,6 +311,9 @@ func (s *Server) haveChunks(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) fileContent(p *principal, file meta.ID, c *wire.CommitRequest) (meta.FileContent, error) {
 	if len(c.Manifest) < crypto.BoxOverhead || len(c.Manifest) > meta.MaxManifestSize {
 		return meta.FileContent{}, badRequest("manifest of %d bytes", len(c.Manifest))
+	}
+	if err := checkSealedLen("sealed attributes", c.Attr, wire.MaxSealedAttr); err != nil {
+		return meta.FileContent{}, err
 	}
 	data, wr, err := s.store.SealValue([]byte(p.account.Name), manifestID(file), c.Manifest)
 	if err != nil {
@@ -421,6 +442,9 @@ func (s *Server) smallCommit(r *http.Request, p *principal, file meta.ID, hdr *w
 	}
 	if meta.ID(hdr.Create.Inode.ID) != file {
 		return meta.Inode{}, badRequest("create names another inode than file")
+	}
+	if hdr.Commit.Attr != nil {
+		hdr.Create.Inode.Attr = hdr.Commit.Attr
 	}
 	cr, err := s.createRequest(r, meta.ID(hdr.Parent), hdr.Create, &fc)
 	if err != nil {

@@ -98,7 +98,12 @@ func Scrub(ctx context.Context, st meta.Store, store *atrest.Store, progress Pro
 		}
 		for _, c := range batch {
 			after = c.Key()
-			body, err := store.Get(ctx, []byte(c.AccountName), c.ID[:], c.BlobKey, atrest.Wrapped{KEKID: c.KEKID, WrappedKey: c.WrappedKey})
+			body, _, err := readChunkBlob(ctx, st, store, c.Account, c.AccountName, c.ChunkRecord)
+			if errors.Is(err, blob.ErrNotFound) {
+				if _, gerr := st.GetChunk(ctx, c.Account, c.ID); errors.Is(gerr, meta.ErrNotFound) {
+					continue // collected since it was listed
+				}
+			}
 			switch {
 			case err != nil:
 				damage = append(damage, Damage{c.AccountName, "chunk", crypto.ID(c.ID).String(), classify(err)})

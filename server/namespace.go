@@ -52,6 +52,9 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
 		return err
 	}
+	if err := checkSealedLen("sealed attributes", req.Attr, wire.MaxSealedAttr); err != nil {
+		return err
+	}
 	in, err := s.meta.SetAttr(r.Context(), principalOf(r).account.ID, id, ver, req.Attr)
 	if err != nil {
 		return err
@@ -126,6 +129,26 @@ func (s *Server) readDir(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// checkSealedLen bounds a client-sealed value by the largest sealing of the
+// largest plaintext the format allows; anything longer cannot be genuine.
+func checkSealedLen(what string, b []byte, max int) error {
+	if len(b) > max {
+		return badRequest("%s of %d bytes exceeds %d", what, len(b), max)
+	}
+	return nil
+}
+
+// checkEntry bounds what a new directory entry carries.
+func checkEntry(name, attr, symlink []byte) error {
+	if err := checkSealedLen("sealed name", name, wire.MaxSealedName); err != nil {
+		return err
+	}
+	if err := checkSealedLen("sealed attributes", attr, wire.MaxSealedAttr); err != nil {
+		return err
+	}
+	return checkSealedLen("sealed symlink target", symlink, wire.MaxSealedSymlink)
+}
+
 func checkType(t int) (meta.InodeType, error) {
 	switch t {
 	case wire.TypeFile, wire.TypeDir, wire.TypeSymlink:
@@ -143,6 +166,9 @@ func (s *Server) createRequest(r *http.Request, parent meta.ID, req *wire.Create
 	}
 	if content != nil && t != meta.TypeFile {
 		return meta.CreateRequest{}, badRequest("only files have content")
+	}
+	if err := checkEntry(req.SealedName, req.Inode.Attr, req.Inode.Symlink); err != nil {
+		return meta.CreateRequest{}, err
 	}
 	return meta.CreateRequest{
 		Parent: parent, NameIndex: req.Index[:], SealedName: req.SealedName,
@@ -163,6 +189,10 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	p := principalOf(r)
 	var content *meta.FileContent
 	if req.Commit != nil {
+		if req.Commit.Attr != nil {
+			// The commit's attributes describe the content it commits.
+			req.Inode.Attr = req.Commit.Attr
+		}
 		c, err := s.fileContent(p, meta.ID(req.Inode.ID), req.Commit)
 		if err != nil {
 			return err
@@ -189,6 +219,9 @@ func (s *Server) link(w http.ResponseWriter, r *http.Request) error {
 	}
 	var req wire.LinkRequest
 	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
+		return err
+	}
+	if err := checkSealedLen("sealed name", req.SealedName, wire.MaxSealedName); err != nil {
 		return err
 	}
 	in, err := s.meta.Link(r.Context(), principalOf(r).account.ID, meta.LinkRequest{
@@ -229,6 +262,12 @@ func (s *Server) unlink(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) rename(w http.ResponseWriter, r *http.Request) error {
 	var req wire.RenameRequest
 	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
+		return err
+	}
+	if err := checkSealedLen("sealed name", req.SrcSealedName, wire.MaxSealedName); err != nil {
+		return err
+	}
+	if err := checkSealedLen("sealed name", req.DstSealedName, wire.MaxSealedName); err != nil {
 		return err
 	}
 	var flag meta.RenameFlag

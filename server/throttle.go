@@ -40,18 +40,22 @@ var (
 	limitAccount = limit{free: 10, base: time.Second, cap: time.Minute, forgetIn: time.Hour}
 )
 
+// limitRegister bounds invite guessing per source address. It has a larger
+// allowance than logins because a typo in a pasted code is common, and no
+// per-account counterpart: a global one would let anyone block sign-ups.
+var limitRegister = limit{free: 10, base: time.Second, cap: 15 * time.Minute, forgetIn: time.Hour}
+
+type keyLimit struct {
+	key string
+	lim limit
+}
+
 func newThrottle() *throttle {
 	return &throttle{now: time.Now, buckets: map[string]*bucket{}}
 }
 
-func (t *throttle) keys(account, addr string) []struct {
-	key string
-	lim limit
-} {
-	return []struct {
-		key string
-		lim limit
-	}{
+func (t *throttle) keys(account, addr string) []keyLimit {
+	return []keyLimit{
 		{"p\x00" + account + "\x00" + addr, limitPair},
 		{"a\x00" + addr, limitAddr},
 		{"u\x00" + account, limitAccount},
@@ -61,11 +65,20 @@ func (t *throttle) keys(account, addr string) []struct {
 // wait returns how long the caller must still wait before an attempt for
 // account from addr is allowed, or 0.
 func (t *throttle) wait(account, addr string) time.Duration {
+	return t.waitKeys(t.keys(account, addr))
+}
+
+// registerKeys are the counters of registrations from addr.
+func registerKeys(addr string) []keyLimit {
+	return []keyLimit{{"r\x00" + addr, limitRegister}}
+}
+
+func (t *throttle) waitKeys(keys []keyLimit) time.Duration {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	var longest time.Duration
-	for _, k := range t.keys(account, addr) {
+	for _, k := range keys {
 		b := t.buckets[k.key]
 		if b == nil {
 			continue
@@ -89,11 +102,13 @@ func (t *throttle) wait(account, addr string) time.Duration {
 }
 
 // fail records a failed attempt.
-func (t *throttle) fail(account, addr string) {
+func (t *throttle) fail(account, addr string) { t.failKeys(t.keys(account, addr)) }
+
+func (t *throttle) failKeys(keys []keyLimit) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
-	for _, k := range t.keys(account, addr) {
+	for _, k := range keys {
 		b := t.buckets[k.key]
 		if b == nil {
 			b = &bucket{}

@@ -77,7 +77,7 @@ func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecor
 	if quota > 0 && c.Size > quota-used {
 		return ChunkRecord{}, false, fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
 	}
-	if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+	if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`, unref_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
 		account, c.ID[:], c.File[:], int64(c.Index), c.Size, c.BlobKey, c.KEKID, c.WrappedKey, nanos(now)); err != nil {
 		return ChunkRecord{}, false, dbErr("put chunk", err)
 	}
@@ -281,7 +281,7 @@ func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (In
 		case t != TypeFile:
 			return fmt.Errorf("%w: commit to a %s", ErrInvalid, t)
 		case r.IfVersion != 0 && version != r.IfVersion:
-			return fmt.Errorf("%w: file %x is at version %d, not %d", ErrVersionMismatch, r.File, version, r.IfVersion)
+			return &VersionMismatchError{ID: r.File, Current: version, Wanted: r.IfVersion}
 		}
 		if err := putNewChunks(d, account, r.NewChunks, now); err != nil {
 			return err

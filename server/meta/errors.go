@@ -64,3 +64,22 @@ func (e *MissingChunksError) Error() string {
 
 // Is makes errors.Is(err, ErrMissingChunks) hold.
 func (e *MissingChunksError) Is(target error) bool { return target == ErrMissingChunks }
+
+// VersionMismatchError is ErrVersionMismatch for a conditional change of an
+// inode, carrying the inode's current version so that a client can tell
+// what it lost to.
+type VersionMismatchError struct {
+	ID      ID
+	Current int64
+	Wanted  int64
+}
+
+func (e *VersionMismatchError) Error() string {
+	return fmt.Sprintf("%v: inode %x is at version %d, not %d", ErrVersionMismatch, e.ID, e.Current, e.Wanted)
+}
+
+// Is makes errors.Is(err, ErrVersionMismatch) hold.
+func (e *VersionMismatchError) Is(target error) bool { return target == ErrVersionMismatch }
+
+// CurrentVersion is the inode's version when the change was refused.
+func (e *VersionMismatchError) CurrentVersion() int64 { return e.Current }

@@ -26,7 +26,9 @@ func scanStoredChunks(rows *sql.Rows) ([]StoredChunk, error) {
 	return out, rows.Err()
 }
 
-// GarbageChunks implements Maintenance. The refs = 0 condition matches the
+// GarbageChunks implements Maintenance. The grace period runs from when a
+// chunk lost its last reference (or was stored, if it never had one). The
+// refs = 0 condition matches the
 // partial index chunks_garbage, so the cost is proportional to the garbage,
 // not to the number of chunks.
 func (s *SQLite) GarbageChunks(ctx context.Context, olderThan time.Time, limit int) ([]StoredChunk, error) {
@@ -34,8 +36,8 @@ func (s *SQLite) GarbageChunks(ctx context.Context, olderThan time.Time, limit i
 	if err != nil {
 		return nil, err
 	}
-	rows, err := d.query(storedChunkQuery+`WHERE c.refs = 0 AND c.created_at < $1
-		ORDER BY c.created_at LIMIT $2`, nanos(olderThan), pageLimit(limit))
+	rows, err := d.query(storedChunkQuery+`WHERE c.refs = 0 AND c.unref_at < $1
+		ORDER BY c.unref_at LIMIT $2`, nanos(olderThan), pageLimit(limit))
 	if err != nil {
 		return nil, dbErr("list garbage", err)
 	}

@@ -380,7 +380,7 @@ func (s *SQLite) SetAttr(ctx context.Context, account int64, id ID, ifVersion in
 			return err
 		}
 		if ifVersion != 0 && in.Version != ifVersion {
-			return fmt.Errorf("%w: inode %x is at version %d, not %d", ErrVersionMismatch, id, in.Version, ifVersion)
+			return &VersionMismatchError{ID: id, Current: in.Version, Wanted: ifVersion}
 		}
 		if _, err := d.exec(`UPDATE inodes SET attr = $3, version = version + 1, changed_at = $4
 			WHERE account = $1 AND id = $2`, account, id[:], blob(attr), nanos(now)); err != nil {

@@ -103,9 +103,14 @@ var migrations = [][]string{
 			wrapped_key BLOB    NOT NULL,
 			refs        INTEGER NOT NULL DEFAULT 0 CHECK (refs >= 0),
 			created_at  INTEGER NOT NULL,
+			-- unref_at is when refs last became 0 (created_at for a chunk
+			-- never referenced): the GC grace period runs from there, so a
+			-- file's old chunks stay readable for it after an overwrite or
+			-- an unlink, as open files on a mount need.
+			unref_at    INTEGER NOT NULL,
 			PRIMARY KEY (account, id)
 		) STRICT, WITHOUT ROWID`,
-		`CREATE INDEX chunks_garbage ON chunks (created_at) WHERE refs = 0`,
+		`CREATE INDEX chunks_garbage ON chunks (unref_at) WHERE refs = 0`,
 		`CREATE INDEX chunks_kek ON chunks (kek_id)`,
 
 		// The foreign key to chunks makes deleting a referenced chunk fail,
@@ -124,10 +129,14 @@ var migrations = [][]string{
 			UPDATE chunks SET refs = refs + 1 WHERE account = NEW.account AND id = NEW.chunk;
 		END`,
 		`CREATE TRIGGER file_chunks_delete AFTER DELETE ON file_chunks BEGIN
-			UPDATE chunks SET refs = refs - 1 WHERE account = OLD.account AND id = OLD.chunk;
+			UPDATE chunks SET refs = refs - 1,
+				unref_at = CASE WHEN refs = 1 THEN CAST(unixepoch('subsec') * 1000000000 AS INTEGER) ELSE unref_at END
+			WHERE account = OLD.account AND id = OLD.chunk;
 		END`,
 		`CREATE TRIGGER file_chunks_update AFTER UPDATE OF chunk ON file_chunks BEGIN
-			UPDATE chunks SET refs = refs - 1 WHERE account = OLD.account AND id = OLD.chunk;
+			UPDATE chunks SET refs = refs - 1,
+				unref_at = CASE WHEN refs = 1 THEN CAST(unixepoch('subsec') * 1000000000 AS INTEGER) ELSE unref_at END
+			WHERE account = OLD.account AND id = OLD.chunk;
 			UPDATE chunks SET refs = refs + 1 WHERE account = NEW.account AND id = NEW.chunk;
 		END`,
 	},

@@ -136,8 +136,10 @@ type Chunks interface {
 // collection, scrubbing and KEK rotation. It spans all accounts.
 type Maintenance interface {
 	// GarbageChunks returns up to limit chunks, oldest first, that no file
-	// version references and that were created before olderThan. The
-	// cutoff protects chunks uploaded for a commit still in progress.
+	// version references and that have been unreferenced (or, if never
+	// referenced, stored) since before olderThan. The cutoff protects chunks
+	// uploaded for a commit still in progress, and a replaced or unlinked
+	// file's chunks that an open file on a mount may still read.
 	GarbageChunks(ctx context.Context, olderThan time.Time, limit int) ([]StoredChunk, error)
 	// DeleteChunk deletes a chunk's record, and credits its size back to
 	// the account, only if it is still unreferenced; it reports whether it

@@ -283,3 +283,31 @@ func testReplaceChunkBlob(t *testing.T, s meta.Store) {
 	err = s.ReplaceChunkBlob(ctx, other, c.ID, "feedfacefeedface", next, "0000000000000000", old)
 	wantErr(t, "ReplaceChunkBlob from another account", err, meta.ErrNotFound)
 }
+
+// testGCGraceFromUnref checks that the grace period runs from when a chunk
+// lost its last reference, not from when it was stored.
+func testGCGraceFromUnref(t *testing.T, s meta.Store) {
+	ctx := t.Context()
+	acct := newAccount(t, s, "alice").ID
+	file := newID()
+	c := putChunk(t, s, acct, file, 0, 10)
+	req := createReq(root, "f", meta.TypeFile)
+	req.Inode.ID = file
+	req.Content = &meta.FileContent{Manifest: manifest("kek1", "v1"), Chunks: positions(c)}
+	_, err := s.Create(ctx, acct, req)
+	noErr(t, "Create", err)
+	time.Sleep(10 * time.Millisecond)
+	beforeUnlink := time.Now()
+	time.Sleep(10 * time.Millisecond)
+	noErr(t, "Unlink", s.Unlink(ctx, acct, root, idx("f"), meta.UnlinkFile))
+	if _, ok := garbage(t, s)[c.ID]; !ok {
+		t.Fatal("chunk of an unlinked file is not garbage at all")
+	}
+	old, err := s.GarbageChunks(ctx, beforeUnlink, 100)
+	noErr(t, "GarbageChunks", err)
+	for _, g := range old {
+		if g.ID == c.ID {
+			t.Fatal("a chunk unreferenced after the cutoff is listed as garbage: its grace period started when it was stored")
+		}
+	}
+}

@@ -62,6 +62,7 @@ var tests = []struct {
 	{"CreateWithContent", testCreateWithContent},
 	{"NewChunksInCommit", testNewChunksInCommit},
 	{"ReplaceChunkBlob", testReplaceChunkBlob},
+	{"GCGraceFromUnref", testGCGraceFromUnref},
 	{"GC", testGC},
 	{"Rotation", testRotation},
 	{"RewrapRaces", testRewrapRaces},
