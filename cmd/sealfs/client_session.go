@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -54,11 +55,16 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // newClient builds the API client for a configuration.
 func newClient(cfg *clientConfig) (*remote.Client, error) {
-	return remote.New(remote.Options{
-		URL:       cfg.Server,
-		Trust:     remote.Trust{Fingerprint: cfg.Fingerprint, CAFile: cfg.CACert},
-		UserAgent: "sealfs/" + version,
-	})
+	return newClientWith(cfg, remote.Options{})
+}
+
+// newClientWith is newClient with the caller's timeout and retry policy;
+// the server, trust and user agent always come from the configuration.
+func newClientWith(cfg *clientConfig, o remote.Options) (*remote.Client, error) {
+	o.URL = cfg.Server
+	o.Trust = remote.Trust{Fingerprint: cfg.Fingerprint, CAFile: cfg.CACert}
+	o.UserAgent = "sealfs/" + version
+	return remote.New(o)
 }
 
 // establishTrust decides, for a new device, how to authenticate the server
@@ -130,6 +136,20 @@ type session struct {
 // openSession loads the configuration, asks for the password and unlocks
 // the vault. A session token renewed on the way is saved.
 func openSession(ctx context.Context, cf *commonFlags) (*session, error) {
+	return openSessionWith(ctx, cf.passwordFile, sessionOptions{})
+}
+
+// sessionOptions tune openSessionWith for callers with needs of their own:
+// the mount waits for an unreachable server as long as its --timeout says,
+// and a daemonized mount may already hold the password.
+type sessionOptions struct {
+	client        remote.Options
+	password      []byte
+	unlockTimeout time.Duration // 0: no limit beyond ctx
+}
+
+// openSessionWith loads the configuration, connects, and unlocks the vault.
+func openSessionWith(ctx context.Context, passwordFile string, o sessionOptions) (*session, error) {
 	cfg, dir, err := loadConfig()
 	if err != nil {
 		return nil, err
@@ -137,7 +157,7 @@ func openSession(ctx context.Context, cf *commonFlags) (*session, error) {
 	if cfg.Token == "" {
 		return nil, fmt.Errorf("%s@%s is logged out on this device: run 'sealfs login %s --user %s'", cfg.User, cfg.Server, cfg.Server, cfg.User)
 	}
-	c, err := newClient(cfg)
+	c, err := newClientWith(cfg, o.client)
 	if err != nil {
 		return nil, err
 	}
@@ -148,9 +168,16 @@ func openSession(ctx context.Context, cf *commonFlags) (*session, error) {
 			fmt.Fprintf(os.Stderr, "sealfs: warning: could not save the renewed session: %v\n", err)
 		}
 	})
-	pw, err := getPassword(cf.passwordFile, fmt.Sprintf("Password for %s@%s: ", cfg.User, cfg.Server))
-	if err != nil {
-		return nil, err
+	pw := o.password
+	if pw == nil {
+		if pw, err = getPassword(passwordFile, fmt.Sprintf("Password for %s@%s: ", cfg.User, cfg.Server)); err != nil {
+			return nil, err
+		}
+	}
+	if o.unlockTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.unlockTimeout)
+		defer cancel()
 	}
 	v, _, err := vault.Unlock(ctx, c, cfg.User, pw)
 	if err != nil {

@@ -21,7 +21,6 @@ import (
 	"github.com/sealfs/sealfs/cache"
 	"github.com/sealfs/sealfs/fusefs"
 	"github.com/sealfs/sealfs/remote"
-	"github.com/sealfs/sealfs/remote/vault"
 )
 
 func init() {
@@ -197,42 +196,14 @@ func fusermount() string {
 // rather than a fixed number of times, so a server restart is ridden out
 // and a dead server is reported after exactly the time the user chose.
 func openMountSession(ctx context.Context, mf *mountFlags, pw []byte) (*session, error) {
-	cfg, dir, err := loadConfig()
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Token == "" {
-		return nil, fmt.Errorf("%s@%s is logged out on this device: run 'sealfs login %s --user %s'", cfg.User, cfg.Server, cfg.Server, cfg.User)
-	}
-	c, err := remote.New(remote.Options{
-		URL:       cfg.Server,
-		Trust:     remote.Trust{Fingerprint: cfg.Fingerprint, CAFile: cfg.CACert},
-		UserAgent: "sealfs/" + version,
-		Timeout:   max(mf.timeout, 10*time.Second),
-		Retry:     remote.RetryPolicy{Attempts: 1 << 20, Base: 100 * time.Millisecond, Max: 2 * time.Second},
+	return openSessionWith(ctx, mf.common.passwordFile, sessionOptions{
+		client: remote.Options{
+			Timeout: max(mf.timeout, 10*time.Second),
+			Retry:   remote.RetryPolicy{Attempts: 1 << 20, Base: 100 * time.Millisecond, Max: 2 * time.Second},
+		},
+		password:      pw,
+		unlockTimeout: mf.timeout,
 	})
-	if err != nil {
-		return nil, err
-	}
-	c.SetToken(cfg.Token)
-	c.OnTokenChange(func(tok string, exp int64) {
-		cfg.Token, cfg.TokenExpires = tok, exp
-		if err := saveConfig(dir, cfg); err != nil {
-			fmt.Fprintf(os.Stderr, "sealfs: warning: could not save the renewed session: %v\n", err)
-		}
-	})
-	if pw == nil {
-		if pw, err = getPassword(mf.common.passwordFile, fmt.Sprintf("Password for %s@%s: ", cfg.User, cfg.Server)); err != nil {
-			return nil, err
-		}
-	}
-	uctx, cancel := context.WithTimeout(ctx, mf.timeout)
-	defer cancel()
-	v, _, err := vault.Unlock(uctx, c, cfg.User, pw)
-	if err != nil {
-		return nil, explain(err, cfg)
-	}
-	return &session{cfg: cfg, dir: dir, c: c, v: v}, nil
 }
 
 // defaultCacheDir is $XDG_CACHE_HOME/sealfs/<hash of server and user>: one
