@@ -67,7 +67,7 @@ type KDFParams struct {
 // small enough to leave a mount under its 256 MiB budget) and as many passes
 // as fill the time. See docs/format.md for the measurement.
 func DefaultKDFParams(salt []byte) KDFParams {
-	return KDFParams{Algorithm: KDFAlgorithmArgon2id, Time: 12, MemoryKiB: 64 * 1024, Threads: 4, Salt: salt}
+	return KDFParams{Algorithm: KDFAlgorithmArgon2id, Time: 18, MemoryKiB: 64 * 1024, Threads: 4, Salt: salt}
 }
 
 // MinKDFParams is the weakest setting a client accepts from a server.

@@ -9,7 +9,7 @@
 # HTTPS; client and server share its cores. Each command also derives the
 # password key once; the account is made with the cheapest accepted KDF
 # setting so that the figures are about transfer, not the password (the
-# default setting adds about 0.45 s per command).
+# default setting adds about half a second per command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
