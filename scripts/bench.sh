@@ -25,3 +25,20 @@ for name, a, b in [("SealChunkMAC", "PrimitiveGCMSeal", "PrimitiveHMAC"),
         ref = both(a, b)
         print(f"{name:16s} {mbs[name]:8.0f} MB/s   primitives together {ref:8.0f} MB/s   ratio {mbs[name]/ref:5.1%} (goal >= 85%)")
 PY
+
+echo
+echo "== server: chunk ingest into a 'sealfs serve' process, beside raw write+fsync of the same disk"
+go test -run '^$' -bench 'ChunkIngest|RawDiskWrite' -benchtime 3s ./server/ | grep -E '^Benchmark'
+
+echo
+echo "== CLI: put/get of a large file and put -r of small files, beside local cp"
+bash scripts/bench-cli.sh "${SEALFS_BENCH_MIB:-1024}" "${SEALFS_BENCH_FILES:-3000}"
+
+echo
+peers=../shared/bench/peers.sh
+if [ -x "$peers" ] || [ -f "$peers" ]; then
+  echo "== mount: the peer harness's workloads for sealfs beside a plain local directory"
+  bash "$peers" -r "${SEALFS_BENCH_RUNS:-1}" sealfs raw | sed -n '/### Performance/,/### Individual/p'
+else
+  echo "== mount: ../shared/bench/peers.sh not found; skipped (it measures sealfs beside raw, gocryptfs, rclone and sshfs)"
+fi

@@ -53,7 +53,7 @@ type serveProc struct {
 	fp     string
 }
 
-func buildSealfs(t *testing.T) string {
+func buildSealfs(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sealfs")
 	out, err := exec.Command("go", "build", "-o", bin, "../cmd/sealfs").CombinedOutput()
@@ -63,7 +63,7 @@ func buildSealfs(t *testing.T) string {
 	return bin
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -72,7 +72,7 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServe runs the server on dir and waits until it answers /healthz.
-func startServe(t *testing.T, bin, dir, addr string) *serveProc {
+func startServe(t testing.TB, bin, dir, addr string) *serveProc {
 	t.Helper()
 	p := &serveProc{cmd: exec.Command(bin, "serve", "--data", dir, "--listen", addr), out: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
