@@ -24,8 +24,10 @@ type Config struct {
 	// UploadsPerAccount bounds concurrent chunk uploads of one account
 	// (default 32); more answer 429 too_many_uploads.
 	UploadsPerAccount int
-	// GCGrace is how old an unreferenced chunk must be before it is
-	// collected (default 1 hour): uploads in progress are younger.
+	// GCGrace is how long a chunk must have been unreferenced before it
+	// is collected (default 24 hours). It covers uploads in progress,
+	// including a mount's commit that keeps failing through a server or
+	// network outage, and open files whose last name was removed.
 	GCGrace time.Duration
 	// GCInterval is how often garbage is collected (default 5 minutes).
 	GCInterval time.Duration
@@ -65,7 +67,7 @@ func New(m meta.Store, store *atrest.Store, cfg Config) *Server {
 		cfg.UploadsPerAccount = 32
 	}
 	if cfg.GCGrace == 0 {
-		cfg.GCGrace = time.Hour
+		cfg.GCGrace = 24 * time.Hour
 	}
 	if cfg.GCInterval == 0 {
 		cfg.GCInterval = 5 * time.Minute

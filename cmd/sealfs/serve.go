@@ -151,7 +151,7 @@ func runServe(args []string) error {
 	acmeDomain := fl.String("acme-domain", "", "get a certificate for this domain with ACME (Let's Encrypt)")
 	metricsListen := fl.String("metrics-listen", "", "address to serve Prometheus metrics on (plain HTTP; keep it private)")
 	verbose := fl.BoolP("verbose", "v", false, "log every request")
-	gcGrace := fl.Duration("gc-grace", time.Hour, "age before an unreferenced chunk is collected")
+	gcGrace := fl.Duration("gc-grace", 24*time.Hour, "how long a chunk must have been unreferenced before it is collected")
 	gcInterval := fl.Duration("gc-interval", 5*time.Minute, "how often garbage is collected")
 	fl.MarkHidden("gc-interval")
 	if err := parseFlags(fl, args); err != nil {
