@@ -52,11 +52,23 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			n.noteErr(st, err)
 			return n.fsys.fail("save ("+why+")", n.path(), err)
 		}
+		var cached chan struct{}
+		if small != nil {
+			// The chunk goes into the cache while the request is on the
+			// wire rather than after it, off the latency of close(2),
+			// which a small-file workload pays once per file. Caching a
+			// chunk whose commit then fails is harmless: a chunk ID names
+			// one sealing, so the entry can never be read as other data,
+			// and the LRU ages it out.
+			cached = make(chan struct{})
+			go func(id crypto.ID, sealed []byte) {
+				_ = n.fsys.chunks.Put(id, sealed)
+				close(cached)
+			}(m.Chunks[0].ID, small.sealed)
+		}
 		vn, err := n.send(m, small)
 		if small != nil {
-			if err == nil {
-				_ = n.fsys.chunks.Put(m.Chunks[0].ID, small.sealed)
-			}
+			<-cached
 			putBuf(small.sealed)
 		}
 		if err == nil {
@@ -162,7 +174,7 @@ func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
 			if err != nil {
 				return err
 			}
-			if err := n.put(ref, sealed, mac); err != nil {
+			if err := n.put(ref, sealed, mac, true); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -298,7 +310,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		j.e = entry{id: c.ID, tag: c.Tag, plain: j.plain, last: j.last, valid: j.plain}
 		ref, sealed, tag, mac, err := n.sealJob(st, newID, fc, j, buf)
 		if err == nil {
-			err = n.put(ref, sealed, mac)
+			err = n.put(ref, sealed, mac, true)
 		}
 		if err != nil {
 			n.noteErr(st, err)

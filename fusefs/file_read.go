@@ -65,6 +65,10 @@ func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error
 		clear(dst[len(dst)-tail:])
 		dst = dst[:len(dst)-tail]
 	}
+	hk := hotKey{file: n.id, index: i, id: e.id}
+	if n.fsys.hot.read(hk, dst, a) {
+		return nil
+	}
 	bs := int(st.layout.BlockSize)
 	sealed := getBuf(bs + crypto.BlockOverhead + int(st.layout.PadUnit))
 	plain := getBuf(bs + int(st.layout.PadUnit))
@@ -82,6 +86,9 @@ func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error
 			fetched = true
 			if err = n.fetch(st, i, e); err != nil {
 				return err
+			}
+			if n.fsys.hot.read(hk, dst, a) {
+				return nil
 			}
 			err = n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
 		}
@@ -124,57 +131,59 @@ func (n *node) fetch(st *fileState, i int, e entry) error {
 	c := &fetchCall{done: make(chan struct{})}
 	f.fetches[e.id] = c
 	f.fetchMu.Unlock()
-	defer func() {
+	finish := func(err error) {
+		c.err = err
 		f.fetchMu.Lock()
 		delete(f.fetches, e.id)
 		f.fetchMu.Unlock()
 		close(c.done)
-	}()
-	sealed, err := n.download(st, i, e)
-	if err == nil {
-		if perr := f.chunks.Put(e.id, sealed); perr != nil {
-			f.log.Warn("chunk cache", "err", perr)
-		}
-		putBuf(sealed)
 	}
-	c.err = err
-	return err
+	sealed, plainBuf, p, err := n.download(st, i, e)
+	if err != nil {
+		finish(err)
+		return err
+	}
+	// Readers waiting for this chunk go on as soon as its plaintext is in
+	// memory; the copy into the on-disk cache is only for later reads.
+	f.hot.put(hotKey{file: n.id, index: i, id: e.id}, plainBuf, p)
+	finish(nil)
+	if perr := f.chunks.Put(e.id, sealed); perr != nil {
+		f.log.Warn("chunk cache", "err", perr)
+	}
+	putBuf(sealed)
+	return nil
 }
 
-// download fetches and fully verifies chunk i; the caller returns the
-// sealed buffer with putBuf.
-func (n *node) download(st *fileState, i int, e entry) ([]byte, error) {
+// download fetches and fully verifies chunk i. It returns the sealed chunk
+// and its plaintext p, which lies in plainBuf; the caller returns both
+// buffers with putBuf.
+func (n *node) download(st *fileState, i int, e entry) (sealed, plainBuf, p []byte, err error) {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	buf := getBuf(sealedBufSize(st.layout))
-	sealed, err := n.fsys.v.Client().GetChunk(ctx, crypto.ChunkRef{File: n.id, Index: uint64(i), ID: e.id}, n.fsys.v.TransferMAC(), buf[:0])
+	sealed, err = n.fsys.v.Client().GetChunk(ctx, crypto.ChunkRef{File: n.id, Index: uint64(i), ID: e.id}, n.fsys.v.TransferMAC(), buf[:0])
 	if err != nil {
 		putBuf(buf)
-		return nil, fmt.Errorf("chunk %d: %w", i, err)
+		return nil, nil, nil, fmt.Errorf("chunk %d: %w", i, err)
 	}
-	plain := getBuf(st.layout.ChunkSize())
-	_, err = st.fc.OpenChunk(plain[:0], uint64(i), e.id, sealed, e.plain, e.last, e.tag)
-	putBuf(plain)
+	plainBuf = getBuf(st.layout.ChunkSize())
+	p, err = st.fc.OpenChunk(plainBuf[:0], uint64(i), e.id, sealed, e.plain, e.last, e.tag)
 	if err != nil {
+		putBuf(plainBuf)
 		putBuf(buf)
-		return nil, fmt.Errorf("chunk %d failed verification (tampered or corrupt data on the server): %w", i, err)
+		return nil, nil, nil, fmt.Errorf("chunk %d failed verification (tampered or corrupt data on the server): %w", i, err)
 	}
-	return sealed, nil
+	return sealed, plainBuf, p, nil
 }
 
 // readUncached reads a range of a chunk the cache cannot hold.
 func (n *node) readUncached(st *fileState, i int, e entry, dst []byte, a int) error {
-	sealed, err := n.download(st, i, e)
+	sealed, plainBuf, p, err := n.download(st, i, e)
 	if err != nil {
 		return err
 	}
-	defer putBuf(sealed)
-	plain := getBuf(st.layout.ChunkSize())
-	defer putBuf(plain)
-	p, err := st.fc.OpenChunk(plain[:0], uint64(i), e.id, sealed, e.plain, e.last, e.tag)
-	if err != nil {
-		return err
-	}
+	putBuf(sealed)
+	defer putBuf(plainBuf)
 	copy(dst, p[a:])
 	return nil
 }
@@ -191,7 +200,7 @@ func (n *node) prefetch(st *fileState, from int) {
 		}
 		e := st.entryAt(i)
 		n.mu.Unlock()
-		if e.id.IsZero() || n.fsys.chunks.Has(e.id) {
+		if e.id.IsZero() || n.fsys.hot.has(hotKey{file: n.id, index: i, id: e.id}) || n.fsys.chunks.Has(e.id) {
 			continue
 		}
 		select {

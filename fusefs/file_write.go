@@ -155,7 +155,7 @@ func (n *node) sealAndPut(st *fileState, i int, dc *dirtyChunk, plain int, last 
 	if err != nil {
 		return entry{}, 0, err
 	}
-	if err := n.put(ref, s, mac); err != nil {
+	if err := n.put(ref, s, mac, false); err != nil {
 		return entry{}, 0, err
 	}
 	return entry{id: ref.ID, tag: tag, plain: plain, last: last, valid: plain}, seq, nil
@@ -173,9 +173,15 @@ func (n *node) seal(file crypto.ID, fc *crypto.FileCipher, i int, p []byte, last
 	return ref, sealed, tag, h.Sum(nil), nil
 }
 
-// put uploads a sealed chunk and keeps it in the cache, so reading back
-// what was just written needs no download.
-func (n *node) put(ref crypto.ChunkRef, sealed, mac []byte) error {
+// put uploads a sealed chunk. With keep it also goes into the chunk cache,
+// so reading back what was just written needs no download. Full chunks
+// streamed out while a file is being written are not kept: a large write
+// would otherwise push every chunk that reads made hot out of the cache
+// (a 1 GiB file fills the default cache), and writing each chunk to the
+// local disk as well as uploading it cost about a fifth of a sequential
+// write's CPU. The kernel's page cache still serves the rereads that
+// follow the write.
+func (n *node) put(ref crypto.ChunkRef, sealed, mac []byte, keep bool) error {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.fsys.uploading.Add(1)
@@ -185,33 +191,64 @@ func (n *node) put(ref crypto.ChunkRef, sealed, mac []byte) error {
 		return fmt.Errorf("uploading chunk %d: %w", ref.Index, err)
 	}
 	n.fsys.uploaded.Add(1)
-	_ = n.fsys.chunks.Put(ref.ID, sealed)
+	if keep {
+		_ = n.fsys.chunks.Put(ref.ID, sealed)
+	}
 	return nil
 }
 
-// evict starts uploads of dirty chunks of every file, the final chunks
-// too, to free write memory for a writer that waits for it.
+// evict starts uploads of dirty chunks of every file to free write memory
+// for a writer that waits for it. A file's final chunk is uploaded only
+// when nothing else can free memory (no upload is running and no other
+// chunk is dirty): it is sealed as the last chunk, so it must be sealed
+// and uploaded again when the file grows. A sequential writer that waits
+// for memory has just filled its final chunk and is about to grow the
+// file, and uploading that chunk early wasted about one chunk in six of a
+// large write (and as much garbage on the server until GC).
 func (f *FS) evict() {
-	started := 0
+	started, busy := 0, 0
+	type final struct {
+		n  *node
+		st *fileState
+		i  int
+	}
+	var finals []final
 	for _, n := range f.dirtyNodes() {
 		n.mu.Lock()
 		st := n.file
 		var idx []int
 		if st != nil {
+			count := st.count()
 			for i, dc := range st.dirty {
-				if !dc.uploading {
+				switch {
+				case dc.uploading:
+					busy++
+				case i >= count-1:
+					finals = append(finals, final{n, st, i})
+				default:
 					idx = append(idx, i)
 				}
 			}
 		}
 		n.mu.Unlock()
 		for _, i := range idx {
-			if n.startUpload(st, i, true) {
+			if n.startUpload(st, i, false) {
 				started++
 			}
 			if started >= 2*cap(f.upSem) {
 				return
 			}
+		}
+	}
+	if started > 0 || busy > 0 {
+		return
+	}
+	for _, c := range finals {
+		if c.n.startUpload(c.st, c.i, true) {
+			started++
+		}
+		if started >= 2*cap(f.upSem) {
+			return
 		}
 	}
 }

@@ -71,6 +71,7 @@ type FS struct {
 
 	fetchMu sync.Mutex
 	fetches map[crypto.ID]*fetchCall
+	hot     *hotChunks // plaintext of the chunks downloaded last
 
 	mu      sync.Mutex
 	dirty   map[*node]struct{} // files with uncommitted data
@@ -114,7 +115,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log,
 		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, 4),
-		fetches: map[crypto.ID]*fetchCall{}, dirty: map[*node]struct{}{},
+		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotChunksMax), dirty: map[*node]struct{}{},
 		stop: make(chan struct{}),
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)

@@ -39,6 +39,7 @@ type mountFlags struct {
 	allowOther bool
 	daemon     bool
 	timeout    time.Duration
+	cpuprofile *string
 }
 
 // daemonEnv marks the re-executed child of mount --daemon; the parent
@@ -55,6 +56,7 @@ func runMount(args []string) error {
 	fl.BoolVar(&mf.allowOther, "allow-other", false, "let other users access the mount (needs user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&mf.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.DurationVar(&mf.timeout, "timeout", 30*time.Second, "how long an operation waits for an unreachable server before failing with EIO")
+	mf.cpuprofile = addProfileFlag(fl)
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -109,6 +111,11 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	if err != nil || writeMem < 4<<20 {
 		return usagef("--write-buffer: %q is not a size of at least 4M", mf.writeMem)
 	}
+	stopProfile, err := startCPUProfile(*mf.cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := openMountSession(ctx, mf, pw)

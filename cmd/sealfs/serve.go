@@ -154,6 +154,7 @@ func runServe(args []string) error {
 	gcGrace := fl.Duration("gc-grace", 24*time.Hour, "how long a chunk must have been unreferenced before it is collected")
 	gcInterval := fl.Duration("gc-interval", 5*time.Minute, "how often garbage is collected")
 	fl.MarkHidden("gc-interval")
+	cpuprofile := addProfileFlag(fl)
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -171,6 +172,11 @@ func runServe(args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	stopProfile, err := startCPUProfile(*cpuprofile)
+	if err != nil {
+		return err
+	}
+	defer stopProfile()
 
 	st, err := openStores(*data, *keyringPath, true)
 	if err != nil {
