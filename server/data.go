@@ -264,17 +264,20 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readChunkBlob reads and opens a chunk's blob. A blob that vanished
-// because 'rotate-key --reencrypt' moved the chunk to a new blob between our
-// reading the record and the blob is found again through a fresh record.
+// readChunkBlob reads and opens a chunk's blob. Key rotation can change a
+// chunk's record between our reading it and its blob: 'rotate-key
+// --reencrypt' moves the chunk to a new blob and deletes the old one, and
+// a rotation removes the old KEK once every record is rewrapped. Either way
+// the fresh record opens, so on failure the record is read again and, if it
+// changed, the read is retried with it.
 func readChunkBlob(ctx context.Context, st meta.Store, store *atrest.Store, account int64, owner string, rec meta.ChunkRecord) ([]byte, meta.ChunkRecord, error) {
 	for attempt := 0; ; attempt++ {
 		body, err := store.Get(ctx, []byte(owner), rec.ID[:], rec.BlobKey, atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey})
-		if !errors.Is(err, blob.ErrNotFound) || attempt == 2 {
+		if err == nil || attempt == 3 || ctx.Err() != nil {
 			return body, rec, err
 		}
 		fresh, ferr := st.GetChunk(ctx, account, rec.ID)
-		if ferr != nil || fresh.BlobKey == rec.BlobKey {
+		if ferr != nil || (fresh.BlobKey == rec.BlobKey && fresh.KEKID == rec.KEKID && string(fresh.WrappedKey) == string(rec.WrappedKey)) {
 			return nil, rec, err
 		}
 		rec = fresh
