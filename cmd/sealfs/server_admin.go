@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	"github.com/sealfs/sealfs/server"
 	"github.com/sealfs/sealfs/server/keyring"
 	"github.com/sealfs/sealfs/server/tlscert"
@@ -65,6 +67,34 @@ func adminFingerprint(args []string) error {
 	return nil
 }
 
+// adminFlags is the flag set every admin command shares: the data
+// directory and, for a keyring kept elsewhere, its path.
+type adminFlags struct {
+	*pflag.FlagSet
+	data, keyring *string
+}
+
+func newAdminFlags(name, usage string) adminFlags {
+	fl := newFlags("server "+name, usage)
+	return adminFlags{FlagSet: fl,
+		data:    fl.String("data", "", "data directory"),
+		keyring: fl.String("keyring", "", "keyring file (default DIR/keyring.json)")}
+}
+
+// open parses args and opens the stores of an existing data directory.
+func (a adminFlags) open(args []string, nargs int) (*stores, error) {
+	if err := parseFlags(a.FlagSet, args); err != nil {
+		return nil, err
+	}
+	if a.NArg() != nargs {
+		if nargs == 0 {
+			return nil, usagef("takes no arguments besides flags")
+		}
+		return nil, usagef("exactly %d argument(s) required", nargs)
+	}
+	return openStores(*a.data, *a.keyring, false)
+}
+
 // parseSize reads sizes like 500M, 10GiB, 1T or a plain byte count.
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
@@ -108,17 +138,14 @@ func parseDays(s string) (time.Duration, error) {
 }
 
 func adminInvite(args []string) error {
-	fl := newFlags("server invite", "--data DIR USER [--expires 7d] [--quota SIZE]")
-	data := fl.String("data", "", "data directory")
-	kr := fl.String("keyring", "", "keyring file (default DIR/keyring.json)")
+	fl := newAdminFlags("invite", "--data DIR USER [--expires 7d] [--quota SIZE]")
 	expires := fl.String("expires", "7d", "how long the invite stays valid")
 	quota := fl.String("quota", "0", "the account's quota (0: unlimited)")
-	if err := parseFlags(fl, args); err != nil {
+	st, err := fl.open(args, 1)
+	if err != nil {
 		return err
 	}
-	if fl.NArg() != 1 {
-		return usagef("exactly one USER is required")
-	}
+	defer st.Close()
 	exp, err := parseDays(*expires)
 	if err != nil {
 		return usagef("--expires: %v", err)
@@ -127,11 +154,6 @@ func adminInvite(args []string) error {
 	if err != nil {
 		return usagef("--quota: %v", err)
 	}
-	st, err := openStores(*data, *kr, false)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	code, err := server.NewInvite(context.Background(), st.meta, fl.Arg(0), exp, q)
 	if err != nil {
 		return err
@@ -154,13 +176,7 @@ func humanBytes(n int64) string {
 }
 
 func adminUsers(args []string) error {
-	fl := newFlags("server users", "--data DIR")
-	data := fl.String("data", "", "data directory")
-	kr := fl.String("keyring", "", "keyring file (default DIR/keyring.json)")
-	if err := parseFlags(fl, args); err != nil {
-		return err
-	}
-	st, err := openStores(*data, *kr, false)
+	st, err := newAdminFlags("users", "--data DIR").open(args, 0)
 	if err != nil {
 		return err
 	}
@@ -182,16 +198,8 @@ func adminUsers(args []string) error {
 }
 
 func adminSetState(name string, args []string, disable bool) error {
-	fl := newFlags("server "+name, "--data DIR USER")
-	data := fl.String("data", "", "data directory")
-	kr := fl.String("keyring", "", "keyring file (default DIR/keyring.json)")
-	if err := parseFlags(fl, args); err != nil {
-		return err
-	}
-	if fl.NArg() != 1 {
-		return usagef("exactly one USER is required")
-	}
-	st, err := openStores(*data, *kr, false)
+	fl := newAdminFlags(name, "--data DIR USER")
+	st, err := fl.open(args, 1)
 	if err != nil {
 		return err
 	}
@@ -217,13 +225,7 @@ func progressLine(what string) server.Progress {
 }
 
 func adminScrub(args []string) error {
-	fl := newFlags("server scrub", "--data DIR")
-	data := fl.String("data", "", "data directory")
-	kr := fl.String("keyring", "", "keyring file (default DIR/keyring.json)")
-	if err := parseFlags(fl, args); err != nil {
-		return err
-	}
-	st, err := openStores(*data, *kr, false)
+	st, err := newAdminFlags("scrub", "--data DIR").open(args, 0)
 	if err != nil {
 		return err
 	}
@@ -264,16 +266,11 @@ func (k keyringIDs) KeyIDs() []string {
 }
 
 func adminRotateKey(args []string) error {
-	fl := newFlags("server rotate-key", "--data DIR [--reencrypt]")
-	data := fl.String("data", "", "data directory")
-	kr := fl.String("keyring", "", "keyring file (default DIR/keyring.json)")
-	reencrypt := fl.Bool("reencrypt", false, "also re-seal stored values under fresh data keys")
+	fl := newAdminFlags("rotate-key", "--data DIR [--reencrypt]")
+	reencrypt := fl.Bool("reencrypt", false, "also rewrite every stored blob and value under fresh data keys")
 	settle := fl.Duration("settle", keyring.SettleTime, "wait for running servers to switch keys")
 	fl.MarkHidden("settle")
-	if err := parseFlags(fl, args); err != nil {
-		return err
-	}
-	st, err := openStores(*data, *kr, false)
+	st, err := fl.open(args, 0)
 	if err != nil {
 		return err
 	}
