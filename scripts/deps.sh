@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what sealfs' tests, demo and benchmarks need on a fresh Debian 12
-# machine that has only Go. As root it installs with apt-get; otherwise it
+# machine that has only Go (gcc is for the race detector, which needs cgo). As root it installs with apt-get; otherwise it
 # prints the exact command to run and fails.
 set -euo pipefail
 
 # command -> Debian package
 declare -A want=(
+  [make]=make
+  [gcc]=gcc
   [fusermount3]=fuse3
+  [mountpoint]=util-linux
   [rsync]=rsync
   [git]=git
   [tar]=tar
