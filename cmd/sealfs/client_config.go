@@ -82,34 +82,11 @@ func saveConfig(dir string, cfg *clientConfig) error {
 	if err != nil {
 		return err
 	}
-	return writeClientFile(filepath.Join(dir, configFileName), append(b, '\n'), 0o600)
-}
-
-// writeClientFile writes through a synced temporary file and a rename, so
-// a crash leaves either the old file or the new one.
-func writeClientFile(path string, b []byte, perm fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
+	path := filepath.Join(dir, configFileName)
+	if err := writeFileAtomic(path, append(b, '\n'), 0o600, true); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	tmp := f.Name()
-	if err := f.Chmod(perm); err == nil {
-		if _, err = f.Write(b); err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err == nil {
-			return nil
-		}
-	}
-	f.Close()
-	os.Remove(tmp)
-	return fmt.Errorf("writing %s: %w", path, err)
+	return nil
 }
 
 // resumePath is the state file of an upload of local file src to remote

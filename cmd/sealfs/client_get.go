@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/sealfs/sealfs/remote/vault"
 )
 
@@ -153,22 +151,8 @@ func (g *getter) run(ctx context.Context, items []getItem) error {
 			small = append(small, it)
 		}
 	}
-	eg, gctx := errgroup.WithContext(ctx)
-	eg.SetLimit(smallParallel)
-	for _, it := range small {
-		eg.Go(func() error {
-			g.fetch(gctx, it)
-			return gctx.Err()
-		})
-	}
-	if err := eg.Wait(); err != nil {
+	if err := transferAll(ctx, small, large, g.fetch); err != nil {
 		return err
-	}
-	for _, it := range large {
-		g.fetch(ctx, it)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 	}
 	// Directory modes last, so a read-only directory is filled first.
 	for _, it := range items {

@@ -244,19 +244,27 @@ func (p *putter) run(ctx context.Context, files []putFile) error {
 			small = append(small, f)
 		}
 	}
+	return transferAll(ctx, small, large, p.upload)
+}
+
+// transferAll runs fn over small items several at a time, where latency
+// dominates and parallel requests pay off, then over large items one after
+// another, each of which already moves its chunks in parallel. Failures are
+// recorded by fn; only cancellation stops the run.
+func transferAll[T any](ctx context.Context, small, large []T, fn func(context.Context, T)) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(smallParallel)
-	for _, f := range small {
+	for _, it := range small {
 		g.Go(func() error {
-			p.upload(gctx, f)
+			fn(gctx, it)
 			return gctx.Err()
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	for _, f := range large {
-		p.upload(ctx, f)
+	for _, it := range large {
+		fn(ctx, it)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

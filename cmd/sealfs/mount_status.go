@@ -58,7 +58,7 @@ func startStatus(dir string, cfg *clientConfig, fsys *fusefs.FS, log *slog.Logge
 		st.Updated = time.Now()
 		st.Stats = fsys.Stats()
 		b, _ := json.MarshalIndent(&st, "", "  ")
-		if err := writeClientFile(w.path, append(b, '\n'), 0o600); err != nil {
+		if err := writeFileAtomic(w.path, append(b, '\n'), 0o600, false); err != nil {
 			log.Warn("status file", "err", err)
 		}
 	}

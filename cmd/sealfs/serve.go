@@ -104,33 +104,44 @@ func serverSecret(dir string) ([]byte, error) {
 	}
 	b = make([]byte, 32)
 	rand.Read(b)
-	return b, writeFileAtomic(p, b, 0o600)
+	return b, writeFileAtomic(p, b, 0o600, true)
 }
 
-// writeFileAtomic writes a small file durably: temp file, fsync, rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+// writeFileAtomic replaces a small file through a temporary file and a
+// rename, so a reader or a crash sees the old content or the new, never a
+// torn file. With durable set it also syncs the file and its directory,
+// for files whose loss matters (configuration, secrets); a status file that
+// is rewritten every second does without.
+func writeFileAtomic(path string, data []byte, mode os.FileMode, durable bool) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err = tmp.Chmod(mode); err != nil {
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+	if _, err = tmp.Write(data); err != nil {
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+	if durable {
+		if err = tmp.Sync(); err != nil {
+			return err
+		}
+	}
+	if err = tmp.Close(); err != nil {
 		return err
 	}
-	if err := tmp.Close(); err != nil {
+	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
+	if !durable {
+		return nil
 	}
 	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
@@ -303,7 +314,7 @@ func serverTLS(log *slog.Logger, data, listen string, hostnames []string, certFi
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if err := writeFileAtomic(filepath.Join(data, servingFile), []byte(abs+"\n"), 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(data, servingFile), []byte(abs+"\n"), 0o600, true); err != nil {
 		return nil, nil, "", err
 	}
 	r, err := tlscert.NewReloader(certFile, keyFile)
