@@ -343,9 +343,7 @@ func (s *Server) commit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := inodeView(in)
-	writeJSON(w, http.StatusOK, &v)
-	return nil
+	return writeInode(w, http.StatusOK, in)
 }
 
 func (s *Server) commitContent(ctx context.Context, p *principal, file meta.ID, req *wire.CommitRequest) (meta.Inode, error) {
@@ -426,9 +424,7 @@ func (s *Server) small(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	v := inodeView(in)
-	writeJSON(w, http.StatusCreated, &v)
-	return nil
+	return writeInode(w, http.StatusCreated, in)
 }
 
 // smallCommit creates-and-commits or commits a small file together with the

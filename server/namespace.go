@@ -15,6 +15,23 @@ func inodeView(in meta.Inode) wire.Inode {
 		Attr: in.Attr, Symlink: in.Symlink, Stored: in.Size}
 }
 
+// writeInode answers with an inode's wire form.
+func writeInode(w http.ResponseWriter, status int, in meta.Inode) error {
+	v := inodeView(in)
+	writeJSON(w, status, &v)
+	return nil
+}
+
+// pathEntry parses the directory ID and name index of an entry's URL.
+func pathEntry(r *http.Request) (meta.ID, []byte, error) {
+	parent, err := pathID(r, "id")
+	if err != nil {
+		return meta.ID{}, nil, err
+	}
+	idx, err := pathIndex(r)
+	return parent, idx, err
+}
+
 // manifestID binds a manifest's at-rest sealing to its inode.
 func manifestID(id meta.ID) []byte { return append([]byte("manifest:"), id[:]...) }
 
@@ -59,17 +76,11 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := inodeView(in)
-	writeJSON(w, http.StatusOK, &v)
-	return nil
+	return writeInode(w, http.StatusOK, in)
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) error {
-	parent, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	idx, err := pathIndex(r)
+	parent, idx, err := pathEntry(r)
 	if err != nil {
 		return err
 	}
@@ -207,9 +218,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := inodeView(in)
-	writeJSON(w, http.StatusCreated, &v)
-	return nil
+	return writeInode(w, http.StatusCreated, in)
 }
 
 func (s *Server) link(w http.ResponseWriter, r *http.Request) error {
@@ -229,17 +238,11 @@ func (s *Server) link(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := inodeView(in)
-	writeJSON(w, http.StatusCreated, &v)
-	return nil
+	return writeInode(w, http.StatusCreated, in)
 }
 
 func (s *Server) unlink(w http.ResponseWriter, r *http.Request) error {
-	parent, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	idx, err := pathIndex(r)
+	parent, idx, err := pathEntry(r)
 	if err != nil {
 		return err
 	}
