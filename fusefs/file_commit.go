@@ -23,6 +23,13 @@ func (n *node) commit(why string) syscall.Errno {
 	return n.commitLocked(why)
 }
 
+// smallCacheMin is the size up to which a chunk this mount just wrote is
+// not put in the disk cache. Each cached chunk is a file, and creating a
+// file costs about as much as the whole upload of a small one (ext4 inode
+// allocation measured at 0.6 ms per file here during tar -x); a later
+// read fetches such a chunk with one small request instead.
+const smallCacheMin = 64 << 10
+
 // smallChunk is a one-chunk version's sealing, sent with its commit.
 type smallChunk struct {
 	sealed, mac []byte
@@ -44,6 +51,13 @@ func (n *node) commitLocked(why string) syscall.Errno {
 		n.mu.Unlock()
 		return 0
 	}
+	if n.pending == nil && n.version == 0 && n.nlink == 0 {
+		// Created here and unlinked before it reached the server: POSIX
+		// drops the data with the last descriptor.
+		n.mu.Unlock()
+		n.discard(st, nil)
+		return 0
+	}
 	baseGen := st.gen
 	n.mu.Unlock()
 	for attempt := 0; ; attempt++ {
@@ -53,7 +67,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return n.fsys.fail("save ("+why+")", n.path(), err)
 		}
 		var cached chan struct{}
-		if small != nil {
+		if small != nil && len(small.sealed) > smallCacheMin {
 			// The chunk goes into the cache while the request is on the
 			// wire rather than after it, off the latency of close(2),
 			// which a small-file workload pays once per file. Caching a
@@ -68,7 +82,9 @@ func (n *node) commitLocked(why string) syscall.Errno {
 		}
 		vn, err := n.send(m, small)
 		if small != nil {
-			<-cached
+			if cached != nil {
+				<-cached
+			}
 			putBuf(small.sealed)
 		}
 		if err == nil {
@@ -76,6 +92,11 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return 0
 		}
 		switch {
+		case remote.IsExists(err) && n.isPending() && attempt < 20:
+			// Another client took the name since this mount created
+			// the file: its file stays, this one becomes a copy.
+			n.renamePending(attempt)
+			continue
 		case remote.IsVersionMismatch(err) && attempt < 5:
 			ctx, cancel := n.fsys.ctx()
 			cur, gerr := n.fsys.v.OpenFile(ctx, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
@@ -216,10 +237,19 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 // version the edits are based on.
 func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) {
 	n.mu.Lock()
-	a, ver := n.attr, n.version
+	a, ver, pc := n.attr, n.version, n.pending
 	n.mu.Unlock()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
+	if pc != nil {
+		if small != nil {
+			return n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, small.sealed, small.mac)
+		}
+		if len(m.Chunks) == 0 {
+			return n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, nil, nil)
+		}
+		return n.fsys.v.CreateCommitted(ctx, pc.dir, pc.name, m, a)
+	}
 	if small != nil {
 		return n.fsys.v.CommitSmall(ctx, m, a, ver, small.sealed, small.mac)
 	}
@@ -237,9 +267,42 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node) {
 	st.changed, st.lastErr = false, nil
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
 	n.fetched = time.Now()
+	n.pending = nil
 	n.mu.Unlock()
 	n.fsys.markDirty(n, false)
 	n.fsys.commits.Add(1)
+}
+
+// renamePending gives a file that is not yet on the server a conflict
+// name, because its name was taken on the server meanwhile; the tree
+// follows, and the kernel forgets the old name, which now belongs to the
+// other client's file.
+func (n *node) renamePending(k int) {
+	n.mu.Lock()
+	pc := n.pending
+	if pc == nil {
+		n.mu.Unlock()
+		return
+	}
+	old := pc.name
+	base := old
+	if k > 0 {
+		base = pc.base
+	}
+	pc.base = base
+	pc.name = conflictName(base, n.fsys.host, time.Now(), k)
+	newName := pc.name
+	n.mu.Unlock()
+	n.fsys.conflicts.Add(1)
+	if name, parent := n.Parent(); parent != nil && name == old {
+		parent.MvChild(old, parent, newName, true)
+		if pn, ok := parent.Operations().(*node); ok {
+			pn.listAdd(newName)
+		}
+		go parent.NotifyEntry(old)
+		n.fsys.log.Warn("conflict: another client created a file of the same name first; this mount's file is kept as a copy",
+			"file", parent.Operations().(*node).childPath(old), "copy", newName)
+	}
 }
 
 // discard drops the file's unsaved changes and, when cur is given, makes
@@ -336,6 +399,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		n.noteErr(st, err)
 		return n.fsys.fail("save conflict copy", n.path(), err)
 	}
+	pn.listAdd(cname)
 	n.fsys.conflicts.Add(1)
 	n.fsys.log.Warn("conflict: the file was changed by another client; this mount's version is kept as a copy",
 		"file", pn.childPath(name), "copy", pn.childPath(cname))

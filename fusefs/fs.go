@@ -85,6 +85,12 @@ type FS struct {
 
 	root *node
 	stop chan struct{}
+
+	// See coherence.go.
+	nodesMu       sync.Mutex
+	nodes         map[crypto.ID]*node // the inodes the kernel knows, by ID
+	following     atomic.Bool         // the change feed is followed and current
+	invalidations atomic.Uint64       // batches of invalidations so far
 }
 
 // New returns the filesystem of opts.Vault. Call Root for the go-fuse root
@@ -116,7 +122,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log,
 		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, 4),
 		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotChunksMax), dirty: map[*node]struct{}{},
-		stop: make(chan struct{}),
+		stop: make(chan struct{}), nodes: map[crypto.ID]*node{},
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
@@ -126,6 +132,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	}
 	f.root = &node{fsys: f, id: crypto.ID{}, typ: rn.Type}
 	f.root.absorb(rn)
+	f.nodes[f.root.id] = f.root
 	go f.retryLoop()
 	return f, nil
 }

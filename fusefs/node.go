@@ -34,6 +34,26 @@ type node struct {
 	target  string
 	fetched time.Time // when attr last came from the server
 	file    *fileState
+	// pending is set while a file created here is not yet on the server:
+	// its first commit creates it (see Create).
+	pending *pendingCreate
+	// list is a directory's known names (see coherence.go).
+	list *dirList
+}
+
+// pendingCreate is where a file this mount created will be created on the
+// server by its first commit.
+type pendingCreate struct {
+	dir  crypto.ID
+	name string
+	base string // the name asked for, once a conflict renamed it
+}
+
+// isPending reports whether the file exists only in this mount so far.
+func (n *node) isPending() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pending != nil
 }
 
 var (
@@ -149,8 +169,9 @@ func (n *node) fillEntry(out *fuse.EntryOut) {
 // Getattr answers stat(2). Attributes older than the kernel's timeout are
 // fetched again, so changes made by other clients show.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	gen := n.fsys.gen()
 	n.mu.Lock()
-	stale := n.file == nil && time.Since(n.fetched) > attrTTL
+	stale := n.file == nil && !n.fsys.fresh(n.fetched)
 	n.mu.Unlock()
 	if stale {
 		if e := n.refresh(); e != 0 {
@@ -158,6 +179,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	n.fillAttr(&out.Attr)
+	out.SetTimeout(n.fsys.cacheTimeout(gen))
 	return 0
 }
 
@@ -165,6 +187,15 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 func (n *node) refresh() syscall.Errno {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
+	gen := n.fsys.gen()
+	defer func() {
+		if !n.fsys.trusted(gen) && n.fsys.following.Load() {
+			// Fetched across an invalidation: maybe older than it.
+			n.mu.Lock()
+			n.fetched = time.Now().Add(-attrTTL / 2)
+			n.mu.Unlock()
+		}
+	}()
 	vn, err := n.fsys.v.Stat(ctx, n.id)
 	if err != nil {
 		if errno(err) == syscall.ENOENT {
@@ -196,7 +227,12 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
 	cn.absorb(vn)
 	cn.fillEntry(out)
-	return n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)})
+	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)})
+	if got := n.fsys.adopt(in); got != nil && got != cn {
+		got.absorb(vn)
+		got.fillEntry(out)
+	}
+	return in
 }
 
 // newChild returns the inode for a child this mount just created.
@@ -205,7 +241,11 @@ func (n *node) newChild(ctx context.Context, vn *vault.Node, st *fileState, out 
 	cn.absorb(vn)
 	cn.file = st
 	cn.fillEntry(out)
-	return n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)}), cn
+	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)})
+	n.fsys.adopt(in)
+	n.listAdd(vn.Name)
+	n.fsys.setEntryTimeouts(out, n.fsys.gen())
+	return in, cn
 }
 
 // caller returns the uid and gid of the process making the request.

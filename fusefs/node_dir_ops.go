@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"sort"
 	"sync"
 	"syscall"
 
@@ -19,19 +20,31 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if e := checkName(name); e != 0 {
 		return nil, e
 	}
+	gen := n.fsys.gen()
+	if ch, cn := n.pendingChild(name); cn != nil {
+		cn.fillEntry(out)
+		n.fsys.setEntryTimeouts(out, gen)
+		return ch, 0
+	}
+	if known, present := n.listed(name); known && !present {
+		return nil, syscall.ENOENT
+	}
 	c, cancel := n.fsys.ctx()
 	defer cancel()
 	vn, err := n.fsys.v.Lookup(c, n.id, name)
 	if err != nil {
 		return nil, n.fsys.fail("lookup", n.childPath(name), err)
 	}
-	return n.childFor(ctx, name, vn, out), 0
+	in := n.childFor(ctx, name, vn, out)
+	n.fsys.setEntryTimeouts(out, gen)
+	return in, 0
 }
 
 // dirHandle is an open directory: the verified listing taken when it was
 // opened, so seekdir and repeated reads see one consistent list.
 type dirHandle struct {
 	n       *node
+	gen     uint64 // invalidation count before the listing was fetched
 	mu      sync.Mutex
 	entries []*vault.Node
 	pos     int
@@ -47,11 +60,94 @@ var (
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	c, cancel := n.fsys.ctx()
 	defer cancel()
+	gen := n.fsys.gen()
 	entries, err := n.fsys.v.ReadDir(c, n.id)
 	if err != nil {
 		return nil, 0, n.fsys.fail("readdir", n.path(), err)
 	}
-	return &dirHandle{n: n, entries: entries}, 0, 0
+	entries = n.withPending(entries)
+	names := make(map[string]struct{}, len(entries))
+	for _, e := range entries {
+		names[e.Name] = struct{}{}
+	}
+	n.setList(names, gen)
+	return &dirHandle{n: n, gen: gen, entries: entries}, 0, 0
+}
+
+// pendingChild returns the child called name when it is a file this mount
+// created that is not on the server yet.
+func (n *node) pendingChild(name string) (*fs.Inode, *node) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok && cn.isPending() {
+			return ch, cn
+		}
+	}
+	return nil, nil
+}
+
+// withPending adds to a listing from the server the files created here
+// that are not on the server yet, so ls shows what the mount's own
+// processes made.
+func (n *node) withPending(entries []*vault.Node) []*vault.Node {
+	added := false
+	for name, ch := range n.Children() {
+		cn, ok := ch.Operations().(*node)
+		if !ok || !cn.isPending() {
+			continue
+		}
+		dup := false
+		for _, e := range entries {
+			if e.Name == name {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			cn.mu.Lock()
+			entries = append(entries, &vault.Node{ID: cn.id, Type: cn.typ, Parent: n.id, Name: name, Attr: cn.attr, Nlink: cn.nlink})
+			cn.mu.Unlock()
+			added = true
+		}
+	}
+	if added {
+		sort.Slice(entries, func(i, j int) bool { return entries[i].Name < entries[j].Name })
+	}
+	return entries
+}
+
+// hasPendingChildren reports whether files created here and not on the
+// server yet live in the directory, which the server would think empty.
+func (n *node) hasPendingChildren() bool {
+	for _, ch := range n.Children() {
+		if cn, ok := ch.Operations().(*node); ok && cn.isPending() {
+			return true
+		}
+	}
+	return false
+}
+
+// cancelPending makes a file that is not on the server yet unlinked, so
+// its first commit creates nothing: unlinked (or replaced by a rename)
+// before it was ever stored. It reports whether the file was pending.
+func (n *node) cancelPending() bool {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pending == nil {
+		return false
+	}
+	n.pending = nil
+	n.nlink = 0
+	return true
+}
+
+// settleCancelled drops the data of a cancelled file at once when no
+// descriptor has it open; otherwise the last release does.
+func (n *node) settleCancelled() {
+	if n.openCount() == 0 {
+		_ = n.commit("unlink")
+	}
 }
 
 // Readdirent returns the next entry; offsets are positions in the listing.
@@ -88,7 +184,9 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if vn == nil {
 		return d.n.Lookup(ctx, name, out)
 	}
-	return d.n.childFor(ctx, name, vn, out), 0
+	in := d.n.childFor(ctx, name, vn, out)
+	d.n.fsys.setEntryTimeouts(out, d.gen)
+	return in, 0
 }
 
 // Mkdir creates a directory owned by the caller.
@@ -120,7 +218,10 @@ func (n *node) create(ctx context.Context, name string, typ int, mode uint32, ta
 	if err != nil {
 		return nil, n.fsys.fail("create", n.childPath(name), err)
 	}
-	in, _ := n.newChild(ctx, vn, nil, out)
+	in, cn := n.newChild(ctx, vn, nil, out)
+	if typ == wire.TypeDir {
+		cn.setList(map[string]struct{}{}, n.fsys.gen())
+	}
 	return in, 0
 }
 
@@ -159,11 +260,24 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if e := checkName(name); e != 0 {
 		return e
 	}
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			if dir && cn.hasPendingChildren() {
+				return syscall.ENOTEMPTY
+			}
+			if !dir && cn.cancelPending() {
+				cn.settleCancelled()
+				n.listRemove(name)
+				return 0
+			}
+		}
+	}
 	c, cancel := n.fsys.ctx()
 	defer cancel()
 	if err := n.fsys.v.Remove(c, n.id, name, dir); err != nil {
 		return n.fsys.fail("remove", n.childPath(name), err)
 	}
+	n.listRemove(name)
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
 			cn.dropLink()
@@ -234,6 +348,24 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if ch := np.GetChild(newName); ch != nil {
 		dst, _ = ch.Operations().(*node)
 	}
+	// A file not on the server yet is created first: a rename names
+	// things the server knows. A pending destination of a plain rename
+	// is simply replaced; the server never held it.
+	if src.isPending() {
+		if e := src.commit("rename"); e != 0 {
+			return e
+		}
+	}
+	if dst != nil && dst.isPending() {
+		switch mode {
+		case wire.RenameNoReplace:
+			return syscall.EEXIST
+		case wire.RenameExchange:
+			if e := dst.commit("rename"); e != 0 {
+				return e
+			}
+		}
+	}
 	var dstVN *vault.Node
 	if mode == wire.RenameExchange {
 		if dst == nil {
@@ -247,8 +379,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err := n.fsys.v.Rename(c, srcVN, np.id, newName, mode, dstVN); err != nil {
 		return n.fsys.fail("rename", n.childPath(name)+" -> "+np.childPath(newName), err)
 	}
+	if mode != wire.RenameExchange {
+		n.listRemove(name)
+	}
+	np.listAdd(newName)
 	if mode == wire.RenameReplace && dst != nil && dst.id != src.id {
-		dst.dropLink()
+		if dst.cancelPending() {
+			dst.settleCancelled()
+		} else {
+			dst.dropLink()
+		}
 	}
 	return 0
 }
@@ -269,6 +409,11 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if e := checkName(name); e != 0 {
 		return nil, e
 	}
+	if tn.isPending() {
+		if e := tn.commit("link"); e != 0 {
+			return nil, e
+		}
+	}
 	c, cancel := n.fsys.ctx()
 	defer cancel()
 	vn, err := n.fsys.v.Link(c, n.id, name, tn.id)
@@ -284,6 +429,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		tn.version = vn.Version
 	}
 	tn.mu.Unlock()
+	n.listAdd(name)
 	tn.fillEntry(out)
 	return tn.EmbeddedInode(), 0
 }

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestMountCreateOnClose checks the life of a file the mount creates: it
+// reaches the server only with its first commit, with the content and the
+// attributes set before close, while the mount's own processes see it all
+// along; unlinked, renamed or outrun by another client before that, it
+// behaves as POSIX and docs/semantics.md say.
+func TestMountCreateOnClose(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	cli := loginDevice(t, s, "alice", "pw")
+
+	// Open, write, chmod and set times on the descriptor, as tar does, in
+	// a process of its own: a fork of this one would close a copy of the
+	// descriptor, which is a flush.
+	w := startWriter(t, m.path("a.txt"), "hello\n")
+	if r := cli.run("stat", "/a.txt"); r.code == 0 {
+		t.Fatalf("the file is on the server before its first close: %s", r.stdout)
+	}
+	names := sh(t, m.dir, "ls")
+	if !strings.Contains(names, "a.txt") {
+		t.Fatalf("ls on the mount does not show a file being written: %q", names)
+	}
+	w.close(t)
+	if got := cli.ok("cat", "/a.txt"); got != "hello\n" {
+		t.Fatalf("content after close: %q", got)
+	}
+	if out := cli.ok("ls", "-l", "/a.txt"); !strings.Contains(out, "-rw-r-----") || !strings.Contains(out, "2001") {
+		t.Fatalf("mode or time set before close were not stored with the file: %s", out)
+	}
+
+	// Unlinked before its first close: nothing reaches the server.
+	g, err := os.Create(m.path("gone.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Write([]byte("scratch"))
+	if err := os.Remove(m.path("gone.txt")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Write([]byte(" more")); err != nil {
+		t.Fatalf("writing to an unlinked open file: %v", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli.run("stat", "/gone.txt"); r.code == 0 {
+		t.Fatalf("an unlinked new file reached the server: %s", r.stdout)
+	}
+
+	// Renamed while open (rsync's temp file pattern, but before close).
+	h, err := os.Create(m.path(".tmp-x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Write([]byte("renamed content"))
+	if err := os.Rename(m.path(".tmp-x"), m.path("final.txt")); err != nil {
+		t.Fatal(err)
+	}
+	h.Write([]byte("!"))
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := cli.ok("cat", "/final.txt"); got != "renamed content!" {
+		t.Fatalf("renamed file: %q", got)
+	}
+	if r := cli.run("stat", "/.tmp-x"); r.code == 0 {
+		t.Fatal("the old name of a renamed new file is on the server")
+	}
+
+	// rmdir of a directory holding a file not yet on the server.
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	k, err := os.Create(m.path("d", "open.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(m.path("d")); !errors.Is(err, syscall.ENOTEMPTY) {
+		t.Fatalf("rmdir of a directory with a file being written: %v, want ENOTEMPTY", err)
+	}
+	k.Close()
+
+	// Another client takes the name first: both files are kept.
+	w = startWriter(t, m.path("race.txt"), "mount's data")
+	src := writeTemp(t, "cli's data")
+	cli.ok("put", src, "/race.txt")
+	w.close(t)
+	if got := cli.ok("cat", "/race.txt"); got != "cli's data" {
+		t.Fatalf("the other client's file was replaced: %q", got)
+	}
+	var copyName string
+	for _, line := range strings.Split(cli.ok("ls", "/"), "\n") {
+		if strings.HasPrefix(line, "race.txt.conflict-") {
+			copyName = line
+		}
+	}
+	if copyName == "" {
+		t.Fatalf("no conflict copy on the server:\n%s", cli.ok("ls", "/"))
+	}
+	if got := cli.ok("cat", "/"+copyName); got != "mount's data" {
+		t.Fatalf("conflict copy holds %q", got)
+	}
+	eventually(t, "the mount shows the other client's file under the name", func() bool {
+		got, _ := os.ReadFile(m.path("race.txt"))
+		return string(got) == "cli's data"
+	})
+	if !strings.Contains(m.log.String(), "conflict") {
+		t.Errorf("the conflict was not logged:\n%s", m.log)
+	}
+}
+
+// writer is a process that created a file on the mount, wrote to it,
+// changed its mode to 0640 and its times to 2001, and keeps it open until
+// told to close it.
+type writer struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+const writerScript = `
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+os.write(fd, sys.argv[2].encode())
+os.fchmod(fd, 0o640)
+os.utime(fd, ns=(981173106000000789, 981173106000000789))
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    os.close(fd)
+    print("closed", flush=True)
+except OSError as e:
+    print("close failed:", e, flush=True)
+`
+
+func startWriter(t *testing.T, path, content string) *writer {
+	t.Helper()
+	cmd := exec.Command("python3", "-c", writerScript, path, content)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := &writer{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	if line, _ := w.out.ReadString('\n'); line != "ready\n" {
+		t.Fatalf("writer: %q", line)
+	}
+	return w
+}
+
+// close makes the writer close the file; the close must succeed.
+func (w *writer) close(t *testing.T) {
+	t.Helper()
+	io.WriteString(w.stdin, "close\n")
+	if line, _ := w.out.ReadString('\n'); line != "closed\n" {
+		t.Fatalf("writer: %q", line)
+	}
+}
+
+// writeTemp writes content to a new temporary file and returns its path.
+func writeTemp(t *testing.T, content string) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "src")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(content)
+	f.Close()
+	return f.Name()
+}

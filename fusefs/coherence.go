@@ -1,0 +1,210 @@
+package fusefs
+
+import (
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/crypto"
+)
+
+// What the mount may answer without asking the server.
+//
+// Without news from the server, everything fetched is trusted for attrTTL,
+// the kernel's timeouts are as short, and a change made by another client
+// shows within about a second. While the server's change feed is followed
+// (see watch), the mount learns of every other client's change within a
+// poll interval and drops exactly what it touched; until then what it
+// fetched stays valid, and the kernel is told so with long timeouts. That
+// is what lets a second rsync or a find run at local speed, and a tar into
+// a fresh directory know that a name is free without asking.
+//
+// A fetch that overlapped an invalidation might have read the state from
+// before the change, after the change was processed: such answers are
+// trusted for attrTTL only. invalidations counts every batch of
+// invalidations so that a fetch can tell.
+
+// longTimeout is the kernel's entry and attribute timeout while the change
+// feed is followed: long, because the feed invalidates what changes.
+const longTimeout = 10 * time.Minute
+
+// gen returns the invalidation counter, read before a fetch.
+func (f *FS) gen() uint64 { return f.invalidations.Load() }
+
+// trusted reports whether what was fetched after gen was read may be kept
+// until the feed says otherwise.
+func (f *FS) trusted(gen uint64) bool {
+	return f.following.Load() && f.invalidations.Load() == gen
+}
+
+// fresh reports whether something fetched at t (zero: invalidated) is
+// still current.
+func (f *FS) fresh(t time.Time) bool {
+	if t.IsZero() {
+		return false
+	}
+	return f.following.Load() || time.Since(t) < attrTTL
+}
+
+// cacheTimeout is the kernel cache timeout for an answer fetched after gen.
+func (f *FS) cacheTimeout(gen uint64) time.Duration {
+	if f.trusted(gen) {
+		return longTimeout
+	}
+	return attrTTL
+}
+
+// setEntryTimeouts sets the timeouts of a lookup answer fetched after gen.
+func (f *FS) setEntryTimeouts(out *fuse.EntryOut, gen uint64) {
+	d := f.cacheTimeout(gen)
+	out.SetEntryTimeout(d)
+	out.SetAttrTimeout(d)
+}
+
+// adopt registers the node of an inode the kernel now knows, so the change
+// feed can find it by ID. It returns the node in the tree, which is an
+// existing one when the inode was known already (a hard link).
+func (f *FS) adopt(in *fs.Inode) *node {
+	n, ok := in.Operations().(*node)
+	if !ok {
+		return nil
+	}
+	f.nodesMu.Lock()
+	f.nodes[n.id] = n
+	f.nodesMu.Unlock()
+	return n
+}
+
+// byID returns the registered node of an inode.
+func (f *FS) byID(id crypto.ID) *node {
+	f.nodesMu.Lock()
+	defer f.nodesMu.Unlock()
+	return f.nodes[id]
+}
+
+// OnForget drops the node from the registry once the kernel forgot it.
+func (n *node) OnForget() {
+	n.fsys.nodesMu.Lock()
+	if n.fsys.nodes[n.id] == n {
+		delete(n.fsys.nodes, n.id)
+	}
+	n.fsys.nodesMu.Unlock()
+}
+
+var _ fs.NodeOnForgetter = (*node)(nil)
+
+// dirList is what the mount knows of a directory's names: every name on
+// the server when it was taken (plus this mount's changes since), so that
+// a name not in it does not exist, without asking.
+type dirList struct {
+	names map[string]struct{}
+	at    time.Time
+}
+
+// setList records a directory's complete listing fetched after gen.
+func (n *node) setList(names map[string]struct{}, gen uint64) {
+	at := time.Now()
+	if !n.fsys.trusted(gen) && n.fsys.following.Load() {
+		return // it may predate a change already processed
+	}
+	n.mu.Lock()
+	n.list = &dirList{names: names, at: at}
+	n.mu.Unlock()
+}
+
+// listed tells whether the directory's listing is current, and if so
+// whether name is in it.
+func (n *node) listed(name string) (known, present bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.list == nil || !n.fsys.fresh(n.list.at) {
+		return false, false
+	}
+	_, present = n.list.names[name]
+	return true, present
+}
+
+// listAdd and listRemove keep the listing in step with this mount's own
+// changes to the directory.
+func (n *node) listAdd(name string) {
+	n.mu.Lock()
+	if n.list != nil {
+		n.list.names[name] = struct{}{}
+	}
+	n.mu.Unlock()
+}
+
+func (n *node) listRemove(name string) {
+	n.mu.Lock()
+	if n.list != nil {
+		delete(n.list.names, name)
+	}
+	n.mu.Unlock()
+}
+
+// forgetList drops the listing: the directory changed elsewhere.
+func (n *node) forgetList() {
+	n.mu.Lock()
+	n.list = nil
+	n.mu.Unlock()
+}
+
+// invalidate drops what the mount and the kernel hold of inodes another
+// client changed: their attributes and cached content, and, in the
+// directories among dirs, the names that lead to any of them and the
+// listing.
+func (f *FS) invalidate(inodes map[crypto.ID]bool, dirs map[crypto.ID]bool) {
+	f.invalidations.Add(1)
+	for id := range inodes {
+		n := f.byID(id)
+		if n == nil {
+			continue
+		}
+		n.mu.Lock()
+		n.fetched = time.Time{}
+		n.mu.Unlock()
+		n.NotifyContent(0, 0)
+	}
+	for id := range dirs {
+		d := f.byID(id)
+		if d == nil {
+			continue
+		}
+		d.forgetList()
+		d.mu.Lock()
+		d.fetched = time.Time{}
+		d.mu.Unlock()
+		for name, ch := range d.Children() {
+			if cn, ok := ch.Operations().(*node); ok && inodes[cn.id] && !cn.isPending() {
+				d.NotifyEntry(name)
+			}
+		}
+	}
+}
+
+// invalidateAll drops everything the mount and the kernel cached: the feed
+// cannot say what changed (it was interrupted, or the server lost its
+// history).
+func (f *FS) invalidateAll() {
+	f.invalidations.Add(1)
+	f.nodesMu.Lock()
+	all := make([]*node, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		all = append(all, n)
+	}
+	f.nodesMu.Unlock()
+	all = append(all, f.root)
+	for _, n := range all {
+		n.mu.Lock()
+		n.fetched = time.Time{}
+		n.list = nil
+		n.mu.Unlock()
+		n.NotifyContent(0, 0)
+		for name, ch := range n.Children() {
+			if cn, ok := ch.Operations().(*node); ok && !cn.isPending() {
+				n.NotifyEntry(name)
+			}
+		}
+	}
+}
