@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 )
 
@@ -47,6 +48,11 @@ type Options struct {
 	Connections int
 	// UserAgent identifies the client in server logs.
 	UserAgent string
+	// ClientID is sent as the Sealfs-Client header on every request; the
+	// server records it as the origin of the changes the client makes
+	// (see Changes). The zero ID picks a random one, which is what a
+	// client process should use: one ID per process, never shared.
+	ClientID crypto.ID
 }
 
 // Client talks to one sealfs server as one account. It is safe for
@@ -60,6 +66,7 @@ type Client struct {
 	timeout time.Duration
 	retry   RetryPolicy
 	ua      string
+	id      crypto.ID
 
 	mu      sync.Mutex
 	token   string
@@ -100,6 +107,10 @@ func New(opts Options) (*Client, error) {
 		timeout: opts.Timeout,
 		retry:   opts.Retry,
 		ua:      opts.UserAgent,
+		id:      opts.ClientID,
+	}
+	if c.id.IsZero() {
+		c.id = crypto.NewID()
 	}
 	if c.timeout <= 0 {
 		c.timeout = 2 * time.Minute
@@ -147,6 +158,11 @@ func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastR
 
 // URL returns the server's base URL.
 func (c *Client) URL() string { return c.base }
+
+// ClientID returns the ID the client sends as Sealfs-Client on every
+// request, which the change feed names as the origin of its changes: a
+// caller that caches recognizes its own changes there by it.
+func (c *Client) ClientID() crypto.ID { return c.id }
 
 // Close releases idle connections.
 func (c *Client) Close() {
@@ -322,6 +338,7 @@ func (c *Client) once(ctx context.Context, r *request, token string) (int, http.
 		req.Header[k] = v
 	}
 	req.Header.Set("User-Agent", c.ua)
+	req.Header.Set(wire.HeaderClient, c.id.String())
 	if r.auth && token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}

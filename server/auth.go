@@ -145,7 +145,7 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 			return errf(wire.CodeAccountDisabled, "the account is disabled; ask the server's operator")
 		}
 		ctx := context.WithValue(r.Context(), principalKey{}, &principal{account: acct, token: sess.TokenHash})
-		return h(w, r.WithContext(ctx))
+		return h(w, withOrigin(r.WithContext(ctx)))
 	})
 }
 

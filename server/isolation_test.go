@@ -30,6 +30,7 @@ func TestIsolation(t *testing.T) {
 	a.readDir(dir, "", 0).want(t, 200, &rd)
 	fileBefore, dirBefore, rootBefore := inodeOf(t, a, file), inodeOf(t, a, dir), inodeOf(t, a, rootID)
 	usedBefore := e.acct("alice").UsedBytes
+	seqBefore := a.changes("").wantChanges(t).Seq
 
 	notFound := func(what string, r *resp) {
 		t.Helper()
@@ -123,6 +124,29 @@ func TestIsolation(t *testing.T) {
 	}
 	if u := e.acct("alice").UsedBytes; u != usedBefore {
 		t.Fatalf("A's usage changed from %d to %d", usedBefore, u)
+	}
+	// B's attempts recorded nothing in A's change feed, and B's feed holds
+	// exactly B's own two creates, the second with the ID of A's file:
+	// nothing of A's, whatever cursor B asks from.
+	if seq := a.changes("").wantChanges(t).Seq; seq != seqBefore {
+		t.Fatalf("A's change seq went from %d to %d", seqBefore, seq)
+	}
+	bf := b.changes("?since=0").wantChanges(t)
+	if bf.Seq != 2 || len(bf.Changes) != 2 || bf.More || bf.Reset ||
+		crypto.ID(bf.Changes[0].Inode) != mine || crypto.ID(bf.Changes[1].Inode) != file {
+		t.Fatalf("B's change feed: %+v", bf)
+	}
+	for _, since := range []int64{1, seqBefore, seqBefore + 1} {
+		bf := b.changes(fmt.Sprintf("?since=%d", since)).wantChanges(t)
+		if bf.Seq != 2 || len(bf.Changes) != max(0, 2-int(since)) || bf.Reset != (since > 2) {
+			t.Fatalf("B's change feed since %d: %+v", since, bf)
+		}
+	}
+	af := a.changes("?since=0").wantChanges(t)
+	for _, c := range af.Changes {
+		if crypto.ID(c.Inode) == mine {
+			t.Fatal("A's change feed shows B's file")
+		}
 	}
 	// And A sees nothing of B's.
 	a.getInode(mine).wantErr(t, 404, wire.CodeNotFound)

@@ -29,8 +29,15 @@ type Config struct {
 	// including a mount's commit that keeps failing through a server or
 	// network outage, and open files whose last name was removed.
 	GCGrace time.Duration
-	// GCInterval is how often garbage is collected (default 5 minutes).
+	// GCInterval is how often garbage is collected and the change feed
+	// pruned (default 5 minutes).
 	GCInterval time.Duration
+	// ChangeRetention is how long the change feed keeps a change (default
+	// 1 hour); a client whose cursor is older must drop its caches.
+	ChangeRetention time.Duration
+	// ChangeKeep bounds the change feed's rows per account (default
+	// 100,000); older ones are pruned even within ChangeRetention.
+	ChangeKeep int
 	// Secret keys the fake pre-login salts of unknown users; it must be
 	// stable across restarts (cmd/sealfs keeps it in the data directory).
 	Secret []byte
@@ -72,6 +79,12 @@ func New(m meta.Store, store *atrest.Store, cfg Config) *Server {
 	if cfg.GCInterval == 0 {
 		cfg.GCInterval = 5 * time.Minute
 	}
+	if cfg.ChangeRetention == 0 {
+		cfg.ChangeRetention = defaultChangeRetention
+	}
+	if cfg.ChangeKeep == 0 {
+		cfg.ChangeKeep = defaultChangeKeep
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -103,6 +116,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST "+p+"/dirs/{id}/links", s.authenticated(s.link))
 	m.HandleFunc("DELETE "+p+"/dirs/{id}/entries/{index}", s.authenticated(s.unlink))
 	m.HandleFunc("POST "+p+"/rename", s.authenticated(s.rename))
+	m.HandleFunc("GET "+p+"/changes", s.authenticated(s.changes))
 
 	m.HandleFunc("PUT "+p+"/files/{file}/chunks/{index}/{chunk}", s.authenticated(s.putChunk))
 	m.HandleFunc("GET "+p+"/chunks/{chunk}", s.authenticated(s.getChunk))
@@ -211,7 +225,8 @@ func ifMatch(r *http.Request) (int64, error) {
 	return n, nil
 }
 
-// Run collects garbage every GCInterval until ctx is done.
+// Run collects garbage and prunes the change feed every GCInterval until
+// ctx is done.
 func (s *Server) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.GCInterval)
 	defer t.Stop()
@@ -224,6 +239,11 @@ func (s *Server) Run(ctx context.Context) {
 				s.log.Warn("garbage collection", "err", err)
 			} else if n > 0 {
 				s.log.Info("garbage collection", "chunks", n)
+			}
+			if n, err := s.PruneChanges(ctx); err != nil {
+				s.log.Warn("pruning the change feed", "err", err)
+			} else if n > 0 {
+				s.log.Debug("pruning the change feed", "rows", n)
 			}
 		}
 	}

@@ -179,6 +179,8 @@ type client struct {
 	hc    *http.Client
 	token string
 	a     *account
+	// origin, when set, is sent as the Sealfs-Client header.
+	origin string
 }
 
 func newClient(t testing.TB, base, fp, local string) *client {
@@ -318,6 +320,9 @@ func (c *client) do(method, path string, body io.Reader, hdr ...string) *resp {
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if c.origin != "" {
+		req.Header.Set(wire.HeaderClient, c.origin)
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])

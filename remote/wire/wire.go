@@ -27,6 +27,11 @@ const (
 	HeaderIfMatch = "If-Match"
 	// HeaderRetryAfter tells a throttled client when to try again.
 	HeaderRetryAfter = "Retry-After"
+	// HeaderClient carries the sending client process's random ID, 32
+	// lower-case hex digits, on every request. The server records it as
+	// the origin of the changes the request makes, so that a client can
+	// tell its own changes from other clients' in the change feed.
+	HeaderClient = "Sealfs-Client"
 	// ContentTypeJSON and ContentTypeChunk are the two body types.
 	ContentTypeJSON  = "application/json"
 	ContentTypeChunk = "application/octet-stream"
@@ -44,6 +49,10 @@ const (
 	MaxReadDirLimit  = 1000
 	MaxHaveChunks    = 10000
 	MaxUserName      = 64
+	// MaxChangesLimit bounds the limit of GET /v1/changes;
+	// DefaultChangesLimit applies when the request names none.
+	MaxChangesLimit     = 10000
+	DefaultChangesLimit = 1000
 )
 
 // Inode types.
@@ -347,6 +356,47 @@ type SmallChunk struct {
 	Index uint64 `json:"index"`
 	ID    HexID  `json:"id"`
 	MAC   []byte `json:"mac"`
+}
+
+// Changes is the answer of GET /v1/changes: the account's change feed
+// after the requested seq. The feed is a hint for caches, not a log to
+// replay: a client drops or revalidates what the listed inodes and
+// directories cached, and on Reset drops every cache.
+type Changes struct {
+	// Seq is the account's current seq. Without a since parameter it is
+	// all the answer holds: the cursor a new client starts from. When
+	// More is false the client is up to date as of Seq.
+	Seq int64 `json:"seq"`
+	// Changes are the rows of the changes after since, in seq order; a
+	// page never splits one change's rows.
+	Changes []Change `json:"changes"`
+	// More is true when further changes follow the last one listed: ask
+	// again with since set to its seq.
+	More bool `json:"more"`
+	// Reset is true, with no changes, when the changes after since may
+	// have been pruned or since is beyond Seq (the server's state went
+	// back, as after a restore from backup): the client cannot know what
+	// changed, so it drops all its caches and continues from Seq.
+	Reset bool `json:"reset"`
+}
+
+// Change is one row of the change feed. One change of the namespace (a
+// create, link, unlink, rename, attribute change or commit) lists one row
+// per inode it affected, all with its seq.
+type Change struct {
+	// Seq numbers the change; an account's changes have seqs 1, 2, 3...
+	// in the order they were committed.
+	Seq int64 `json:"seq"`
+	// Inode changed: its attributes, content or link count, or it was
+	// created, removed or moved.
+	Inode HexID `json:"inode"`
+	// Dir, when present, is the directory in which an entry naming Inode
+	// was added, removed or replaced; the directory's own attributes
+	// (its version) changed with it. The root's ID is all zeros.
+	Dir *HexID `json:"dir,omitempty"`
+	// Origin is the Sealfs-Client ID of the request that made the change,
+	// absent when it sent none.
+	Origin *HexID `json:"origin,omitempty"`
 }
 
 // Decode strictly decodes a JSON body: unknown fields and trailing data are

@@ -266,6 +266,7 @@ func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (In
 	if r.IfVersion < 0 {
 		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, r.IfVersion)
 	}
+	origin := originArg(ctx)
 	var in Inode
 	err = s.update(ctx, func(d dbtx) error {
 		now := time.Now()
@@ -298,17 +299,17 @@ func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (In
 			attr = r.Attr
 		}
 		in = Inode{ID: r.File, Type: TypeFile, Manifest: &r.Manifest, Size: contentSize(r.Chunks, sizes)}
-		var changed int64
+		var changedAt int64
 		err = d.queryRow(`UPDATE inodes SET manifest_data = $3, manifest_kek = $4, manifest_wrapped = $5,
 				attr = COALESCE($6, attr), size_bytes = $7, version = version + 1, changed_at = $8
 			WHERE account = $1 AND id = $2 RETURNING version, nlink, attr, changed_at`,
 			account, r.File[:], r.Manifest.Data, r.Manifest.KEKID, r.Manifest.WrappedKey, attr, in.Size, nanos(now)).
-			Scan(&in.Version, &in.Nlink, &in.Attr, &changed)
+			Scan(&in.Version, &in.Nlink, &in.Attr, &changedAt)
 		if err != nil {
 			return dbErr("commit", err)
 		}
-		in.ChangedAt = fromNanos(changed)
-		return nil
+		in.ChangedAt = fromNanos(changedAt)
+		return recordChange(d, account, origin, now, changed{inode: r.File})
 	})
 	if err != nil {
 		return Inode{}, err

@@ -219,6 +219,7 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 			return Inode{}, err
 		}
 	}
+	origin := originArg(ctx)
 	var in Inode
 	err := s.update(ctx, func(d dbtx) error {
 		now := time.Now()
@@ -259,7 +260,10 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 				return err
 			}
 		}
-		return touchDir(d, account, r.Parent, now)
+		if err := touchDir(d, account, r.Parent, now); err != nil {
+			return err
+		}
+		return recordChange(d, account, origin, now, changed{in.ID, &r.Parent})
 	})
 	if err != nil {
 		return Inode{}, err
@@ -285,6 +289,7 @@ func (s *SQLite) Link(ctx context.Context, account int64, r LinkRequest) (Inode,
 	if err := checkName(r.NameIndex, r.SealedName); err != nil {
 		return Inode{}, err
 	}
+	origin := originArg(ctx)
 	var in Inode
 	err := s.update(ctx, func(d dbtx) error {
 		now := time.Now()
@@ -308,7 +313,10 @@ func (s *SQLite) Link(ctx context.Context, account int64, r LinkRequest) (Inode,
 		if in, err = getInode(d, account, r.Target); err != nil {
 			return err
 		}
-		return touchDir(d, account, r.Parent, now)
+		if err := touchDir(d, account, r.Parent, now); err != nil {
+			return err
+		}
+		return recordChange(d, account, origin, now, changed{r.Target, &r.Parent})
 	})
 	if err != nil {
 		return Inode{}, err
@@ -324,6 +332,7 @@ func (s *SQLite) Unlink(ctx context.Context, account int64, parent ID, nameIndex
 	if mode != UnlinkFile && mode != UnlinkDir {
 		return fmt.Errorf("%w: unlink mode %d", ErrInvalid, mode)
 	}
+	origin := originArg(ctx)
 	return s.update(ctx, func(d dbtx) error {
 		now := time.Now()
 		if err := checkDir(d, account, parent); err != nil {
@@ -360,7 +369,10 @@ func (s *SQLite) Unlink(ctx context.Context, account int64, parent ID, nameIndex
 		if err := dropLink(d, account, e.Child, now); err != nil {
 			return err
 		}
-		return touchDir(d, account, parent, now)
+		if err := touchDir(d, account, parent, now); err != nil {
+			return err
+		}
+		return recordChange(d, account, origin, now, changed{e.Child, &parent})
 	})
 }
 
@@ -372,6 +384,7 @@ func (s *SQLite) SetAttr(ctx context.Context, account int64, id ID, ifVersion in
 	if ifVersion < 0 {
 		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, ifVersion)
 	}
+	origin := originArg(ctx)
 	var in Inode
 	err := s.update(ctx, func(d dbtx) error {
 		now := time.Now()
@@ -387,7 +400,7 @@ func (s *SQLite) SetAttr(ctx context.Context, account int64, id ID, ifVersion in
 			return dbErr("set attributes", err)
 		}
 		in.Attr, in.Version, in.ChangedAt = blob(attr), in.Version+1, fromNanos(nanos(now))
-		return nil
+		return recordChange(d, account, origin, now, changed{inode: id})
 	})
 	if err != nil {
 		return Inode{}, err

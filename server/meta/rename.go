@@ -21,6 +21,7 @@ func (s *SQLite) Rename(ctx context.Context, account int64, r RenameRequest) err
 		return err
 	}
 	sameParent := r.SrcParent == r.DstParent
+	origin := originArg(ctx)
 	return s.update(ctx, func(d dbtx) error {
 		now := time.Now()
 		if err := checkDir(d, account, r.SrcParent); err != nil {
@@ -101,9 +102,22 @@ func (s *SQLite) Rename(ctx context.Context, account int64, r RenameRequest) err
 			return err
 		}
 		if !sameParent {
-			return touchDir(d, account, r.DstParent, now)
+			if err := touchDir(d, account, r.DstParent, now); err != nil {
+				return err
+			}
 		}
-		return nil
+		// The moved inode left one directory and entered the other; a
+		// replaced inode left the destination, an exchanged one went the
+		// other way. recordChange drops the duplicates of a rename within
+		// one directory.
+		rows := []changed{{src.Child, &r.SrcParent}, {src.Child, &r.DstParent}}
+		if dstExists {
+			rows = append(rows, changed{dst.Child, &r.DstParent})
+			if r.Flag == RenameExchange {
+				rows = append(rows, changed{dst.Child, &r.SrcParent})
+			}
+		}
+		return recordChange(d, account, origin, now, rows...)
 	})
 }
 

@@ -33,7 +33,14 @@ var migrations = [][]string{
 			quota_bytes         INTEGER NOT NULL CHECK (quota_bytes >= 0),
 			used_bytes          INTEGER NOT NULL DEFAULT 0 CHECK (used_bytes >= 0),
 			state               TEXT    NOT NULL CHECK (state IN ('active', 'disabled')),
-			created_at          INTEGER NOT NULL
+			created_at          INTEGER NOT NULL,
+			-- change_seq is the seq of the account's last change (see the
+			-- changes table), change_pruned the highest seq whose rows
+			-- retention deleted: a client whose cursor is below it may have
+			-- missed changes.
+			change_seq          INTEGER NOT NULL DEFAULT 0,
+			change_pruned       INTEGER NOT NULL DEFAULT 0,
+			CHECK (change_pruned >= 0 AND change_pruned <= change_seq)
 		) STRICT`,
 		`CREATE INDEX accounts_transfer_kek ON accounts (transfer_kek)`,
 
@@ -125,6 +132,27 @@ var migrations = [][]string{
 			FOREIGN KEY (account, chunk) REFERENCES chunks (account, id)
 		) STRICT, WITHOUT ROWID`,
 		`CREATE INDEX file_chunks_chunk ON file_chunks (account, chunk)`,
+
+		// The change feed. Every committed change of a namespace takes the
+		// next seq of its account by bumping accounts.change_seq in its own
+		// transaction, which also locks the account's row until the commit:
+		// seqs then follow commit order on any backend, where a global
+		// sequence would not. It records one row per (inode, directory)
+		// pair it affected, numbered by n within the change; dir is NULL
+		// when only the inode itself changed (the root's ID is zero, so
+		// zero cannot mean none), origin is the ID the client sent, if any,
+		// and at is when the change was made, for retention.
+		`CREATE TABLE changes (
+			account INTEGER NOT NULL REFERENCES accounts (id),
+			seq     INTEGER NOT NULL CHECK (seq >= 1),
+			n       INTEGER NOT NULL CHECK (n >= 0),
+			inode   BLOB    NOT NULL CHECK (length(inode) = 16),
+			dir     BLOB    CHECK (length(dir) = 16),
+			origin  BLOB    CHECK (length(origin) = 16),
+			at      INTEGER NOT NULL,
+			PRIMARY KEY (account, seq, n)
+		) STRICT, WITHOUT ROWID`,
+		`CREATE INDEX changes_at ON changes (account, at)`,
 		`CREATE TRIGGER file_chunks_insert AFTER INSERT ON file_chunks BEGIN
 			UPDATE chunks SET refs = refs + 1 WHERE account = NEW.account AND id = NEW.chunk;
 		END`,

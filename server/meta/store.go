@@ -12,11 +12,17 @@ import (
 //
 // The account argument of the namespace and chunk methods is the ID of the
 // authenticated account; the caller must have checked that it is active.
+//
+// Every method that changes a namespace (Create, Link, Unlink, Rename,
+// SetAttr, Commit) records the change in the account's change feed in the
+// same transaction, attributed to the client that WithOrigin put in its
+// context; see Changes.
 type Store interface {
 	Accounts
 	Sessions
 	Namespace
 	Chunks
+	Changes
 	Maintenance
 	// Close waits for writes in progress and releases the store. Calls
 	// after Close fail with ErrClosed.
@@ -132,6 +138,26 @@ type Chunks interface {
 	Commit(ctx context.Context, account int64, r CommitRequest) (Inode, error)
 }
 
+// Changes is each account's change feed, which lets a client that caches
+// entries and attributes hear of what other clients changed. Every change of
+// a namespace takes the account's next seq (1, 2, 3... in commit order) and
+// records a Change row for each inode it affected: Create, Link and Unlink
+// the inode and its directory; Rename the moved inode in both directories,
+// and a replaced or exchanged one in its directory or both; SetAttr and
+// Commit the inode alone. A request that fails, or a rename that is a no-op,
+// records nothing. Rows older than the retention are pruned (see
+// PruneChanges), and a reader behind the pruning is told to reset.
+type Changes interface {
+	// ChangeSeq returns the account's current seq, 0 before its first
+	// change: a new reader's starting cursor.
+	ChangeSeq(ctx context.Context, account int64) (int64, error)
+	// ChangesSince returns the changes after seq since (ErrInvalid if
+	// negative), up to limit rows (MaxPage at most, a default of 1000 if
+	// limit <= 0) but never part of a change: a page ends on a change's
+	// last row, and a change with more rows than limit comes whole.
+	ChangesSince(ctx context.Context, account int64, since int64, limit int) (ChangePage, error)
+}
+
 // Maintenance is what background jobs and administrators need: garbage
 // collection, scrubbing and KEK rotation. It spans all accounts.
 type Maintenance interface {
@@ -164,4 +190,10 @@ type Maintenance interface {
 	// KEKReferences counts the stored values wrapped by a KEK, which may be
 	// destroyed only when the count is zero.
 	KEKReferences(ctx context.Context, kekID string) (int64, error)
+	// PruneChanges deletes, in every account, the change feed's rows of
+	// changes made before olderThan and those beyond the newest keep rows,
+	// whole changes at a time, and remembers the highest seq it deleted so
+	// that ChangesSince below it answers Reset. It returns how many rows it
+	// deleted.
+	PruneChanges(ctx context.Context, olderThan time.Time, keep int) (int64, error)
 }
