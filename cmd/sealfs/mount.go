@@ -148,6 +148,7 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	if err != nil {
 		return fmt.Errorf("mounting at %s: %w", dir, err)
 	}
+	fsys.Watch()
 	status := startStatus(dir, s.cfg, fsys, log)
 	notify(nil)
 	if !mf.common.quiet {
