@@ -85,6 +85,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		n.dropIfIdle()
 	}
 	n.fillAttr(&out.Attr)
+	out.SetTimeout(n.fsys.cacheTimeout(n.fsys.gen()))
 	return 0
 }
 
