@@ -141,19 +141,16 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 func (f *FS) Root() fs.InodeEmbedder { return f.root }
 
 // MountOptions returns the go-fuse options the mount should use: kernel
-// caches of one second, so that changes made elsewhere show within a few
-// seconds, the kernel checking permissions, and extended attributes
-// answered by the kernel with ENOTSUP (the server has no storage for them
-// yet).
+// caches of one second unless an answer says longer (see coherence.go),
+// and the kernel checking permissions.
 func (f *FS) MountOptions(allowOther bool) *fs.Options {
 	sec := time.Second
 	mo := fuse.MountOptions{
 		FsName: "sealfs", Name: "sealfs",
-		AllowOther:    allowOther,
-		DisableXAttrs: true,
-		MaxWrite:      1 << 20,
-		MaxReadAhead:  1 << 20,
-		Options:       []string{"default_permissions"},
+		AllowOther:   allowOther,
+		MaxWrite:     1 << 20,
+		MaxReadAhead: 1 << 20,
+		Options:      []string{"default_permissions"},
 	}
 	if f.ro {
 		mo.Options = append(mo.Options, "ro")

@@ -39,6 +39,8 @@ type node struct {
 	pending *pendingCreate
 	// list is a directory's known names (see coherence.go).
 	list *dirList
+	// xattrs is the extended attribute set as last read or written.
+	xattrs map[string][]byte
 }
 
 // pendingCreate is where a file this mount created will be created on the
@@ -95,6 +97,7 @@ func (n *node) absorb(vn *vault.Node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.nlink = vn.Nlink
+	n.xattrs = vn.Xattrs
 	if n.file != nil {
 		return
 	}

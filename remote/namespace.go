@@ -41,6 +41,23 @@ func (c *Client) SetAttr(ctx context.Context, id crypto.ID, sealedAttr []byte, i
 	return out, nil
 }
 
+// SetXattrs replaces the sealed extended attribute set of inode id (empty:
+// none), provided it is at version ifVersion (0: unconditionally).
+func (c *Client) SetXattrs(ctx context.Context, id crypto.ID, sealed []byte, ifVersion int64) (*wire.Inode, error) {
+	out := new(wire.Inode)
+	r, err := jsonRequest(http.MethodPut, "/inodes/"+id.String()+"/xattrs", &wire.SetXattrsRequest{Xattrs: sealed}, out)
+	if err != nil {
+		return nil, err
+	}
+	if ifVersion > 0 {
+		r.header = http.Header{wire.HeaderIfMatch: {`"` + strconv.FormatInt(ifVersion, 10) + `"`}}
+	}
+	if err := c.do(ctx, r); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Lookup finds the entry with blind index idx in directory dir.
 func (c *Client) Lookup(ctx context.Context, dir crypto.ID, idx wire.Index) (*wire.Entry, error) {
 	out := new(wire.Entry)

@@ -42,6 +42,7 @@ var fuzzRoutes = []struct {
 	{"POST", "/v1/chunks/have", wire.ContentTypeJSON, func() any { return new(wire.HaveRequest) }},
 	{"POST", "/v1/small", wire.ContentTypeSmall, func() any { return new(wire.SmallHeader) }},
 	{"PUT", "/v1/files/" + fuzzFile.String() + "/chunks/0/" + fuzzChunk.String(), wire.ContentTypeChunk, nil},
+	{"PUT", "/v1/inodes/" + fuzzFile.String() + "/xattrs", wire.ContentTypeJSON, func() any { return new(wire.SetXattrsRequest) }},
 }
 
 // Route numbers, for seeds.
@@ -58,6 +59,7 @@ const (
 	routeHave
 	routeSmall
 	routePut
+	routeXattrs
 )
 
 // smallHeaderPart returns the JSON header of a small upload body, if its

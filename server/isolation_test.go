@@ -63,6 +63,7 @@ func TestIsolation(t *testing.T) {
 	attr, err := crypto.SealAttr(b.a.keys.Attr, file, &crypto.Attr{Mode: 0o100777})
 	must(t, err)
 	notFound("PATCH A's inode", b.json("PATCH", "/v1/inodes/"+file.String(), &wire.SetAttrRequest{Attr: attr}))
+	notFound("PUT A's xattrs", b.json("PUT", "/v1/inodes/"+file.String()+"/xattrs", &wire.SetXattrsRequest{Xattrs: []byte("x")}))
 	notFound("PATCH A's inode with If-Match", b.json("PATCH", "/v1/inodes/"+file.String(), &wire.SetAttrRequest{Attr: attr}, "If-Match", fmt.Sprint(fileBefore.Version)))
 	notFound("GET A's chunk", b.do("GET", "/v1/chunks/"+chunks[0].String(), nil))
 

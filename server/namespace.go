@@ -12,7 +12,7 @@ import (
 // only on request, opened from its at-rest layer.
 func inodeView(in meta.Inode) wire.Inode {
 	return wire.Inode{ID: wire.HexID(in.ID), Type: int(in.Type), Version: in.Version, Nlink: in.Nlink,
-		Attr: in.Attr, Symlink: in.Symlink, Stored: in.Size}
+		Attr: in.Attr, Symlink: in.Symlink, Stored: in.Size, Xattrs: in.Xattrs}
 }
 
 // writeInode answers with an inode's wire form.
@@ -73,6 +73,29 @@ func (s *Server) setAttr(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	in, err := s.meta.SetAttr(r.Context(), principalOf(r).account.ID, id, ver, req.Attr)
+	if err != nil {
+		return err
+	}
+	return writeInode(w, http.StatusOK, in)
+}
+
+func (s *Server) setXattrs(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r, "id")
+	if err != nil {
+		return err
+	}
+	ver, err := ifMatch(r)
+	if err != nil {
+		return err
+	}
+	var req wire.SetXattrsRequest
+	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
+		return err
+	}
+	if len(req.Xattrs) > wire.MaxSealedXattrs {
+		return errf(wire.CodeTooLarge, "sealed extended attributes of %d bytes exceed %d", len(req.Xattrs), wire.MaxSealedXattrs)
+	}
+	in, err := s.meta.SetXattrs(r.Context(), principalOf(r).account.ID, id, ver, req.Xattrs)
 	if err != nil {
 		return err
 	}

@@ -110,6 +110,7 @@ func (s *Server) routes() {
 
 	m.HandleFunc("GET "+p+"/inodes/{id}", s.authenticated(s.getInode))
 	m.HandleFunc("PATCH "+p+"/inodes/{id}", s.authenticated(s.setAttr))
+	m.HandleFunc("PUT "+p+"/inodes/{id}/xattrs", s.authenticated(s.setXattrs))
 	m.HandleFunc("GET "+p+"/dirs/{id}/entries/{index}", s.authenticated(s.lookup))
 	m.HandleFunc("GET "+p+"/dirs/{id}/entries", s.authenticated(s.readDir))
 	m.HandleFunc("POST "+p+"/dirs/{id}/entries", s.authenticated(s.create))

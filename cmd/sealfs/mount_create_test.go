@@ -184,3 +184,68 @@ func writeTemp(t *testing.T, content string) string {
 	f.Close()
 	return f.Name()
 }
+
+// TestMountXattrs checks extended attributes: stored sealed on the server,
+// so they survive a cold remount and show on another mount, with the
+// errors getxattr(2) and setxattr(2) promise, and kept by cp -a.
+func TestMountXattrs(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	other := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+
+	p := m.path("f")
+	if err := os.WriteFile(p, []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("v", 60000)
+	for k, v := range map[string]string{"user.color": "blue", "user.big": big, "user.empty": ""} {
+		if err := syscall.Setxattr(p, k, []byte(v), 0); err != nil {
+			t.Fatalf("setxattr %s: %v", k, err)
+		}
+	}
+	if err := syscall.Setxattr(p, "user.color", []byte("red"), 1 /* XATTR_CREATE */); !errors.Is(err, syscall.EEXIST) {
+		t.Fatalf("XATTR_CREATE of an existing attribute: %v, want EEXIST", err)
+	}
+	if err := syscall.Setxattr(p, "user.none", []byte("x"), 2 /* XATTR_REPLACE */); !errors.Is(err, syscall.ENODATA) {
+		t.Fatalf("XATTR_REPLACE of a missing attribute: %v, want ENODATA", err)
+	}
+	if _, err := syscall.Getxattr(p, "user.none", make([]byte, 10)); !errors.Is(err, syscall.ENODATA) {
+		t.Fatalf("getxattr of a missing attribute: %v, want ENODATA", err)
+	}
+	if _, err := syscall.Getxattr(p, "user.big", make([]byte, 10)); !errors.Is(err, syscall.ERANGE) {
+		t.Fatalf("getxattr into a small buffer: %v, want ERANGE", err)
+	}
+	if err := syscall.Removexattr(p, "user.empty"); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, m.dir, "cp", "-a", "f", "g")
+
+	m.remountCold()
+	check := func(where string, path string) {
+		t.Helper()
+		buf := make([]byte, 1<<16)
+		n, err := syscall.Listxattr(path, buf)
+		if err != nil {
+			t.Fatalf("%s: listxattr: %v", where, err)
+		}
+		if got := string(buf[:n]); got != "user.big\x00user.color\x00" {
+			t.Fatalf("%s: listxattr = %q", where, got)
+		}
+		n, err = syscall.Getxattr(path, "user.big", buf)
+		if err != nil || string(buf[:n]) != big {
+			t.Fatalf("%s: user.big = %d bytes, %v", where, n, err)
+		}
+		n, err = syscall.Getxattr(path, "user.color", buf)
+		if err != nil || string(buf[:n]) != "blue" {
+			t.Fatalf("%s: user.color = %q, %v", where, buf[:n], err)
+		}
+	}
+	check("after a cold remount", m.path("f"))
+	check("copy made by cp -a", m.path("g"))
+	eventually(t, "the other mount sees the attributes", func() bool {
+		n, err := syscall.Getxattr(other.path("f"), "user.color", make([]byte, 16))
+		return err == nil && n == 4
+	})
+}

@@ -88,6 +88,31 @@ func (v *Vault) SetAttr(ctx context.Context, id crypto.ID, a crypto.Attr, ifVers
 	return v.node(in, crypto.ID{}, "", wire.Index{})
 }
 
+// SetXattrs replaces the extended attributes of inode id with x (empty:
+// none), sealed, provided the inode is still at version ifVersion (0:
+// unconditionally). A version_mismatch answer is returned as is (test it
+// with remote.IsVersionMismatch).
+func (v *Vault) SetXattrs(ctx context.Context, id crypto.ID, x map[string][]byte, ifVersion int64) (*Node, error) {
+	var sealed []byte
+	if len(x) > 0 {
+		var err error
+		if sealed, err = crypto.SealXattrs(v.keys.Attr, id, x); err != nil {
+			return nil, err
+		}
+		if len(sealed) > wire.MaxSealedXattrs {
+			return nil, &codeError{errno: syscall.ENOSPC, cause: fmt.Errorf("extended attributes of %d bytes sealed exceed the %d the server keeps", len(sealed), wire.MaxSealedXattrs)}
+		}
+	}
+	in, err := v.c.SetXattrs(ctx, id, sealed, ifVersion)
+	if err != nil {
+		if remote.IsVersionMismatch(err) {
+			return nil, err
+		}
+		return nil, fsError(err)
+	}
+	return v.node(in, crypto.ID{}, "", wire.Index{})
+}
+
 // FileCipher returns the cipher that seals and opens file's chunks in
 // layout l.
 func (v *Vault) FileCipher(file crypto.ID, l crypto.Layout) (*crypto.FileCipher, error) {

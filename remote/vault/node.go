@@ -22,7 +22,8 @@ type Node struct {
 	Nlink   int64
 	Stored  int64 // sealed bytes the server holds for it
 	Attr    crypto.Attr
-	Target  string // symlink target
+	Target  string            // symlink target
+	Xattrs  map[string][]byte // extended attributes, nil when none
 
 	// How it was reached; zero for the root.
 	Parent crypto.ID
@@ -147,6 +148,13 @@ func (v *Vault) node(in *wire.Inode, parent crypto.ID, name string, idx wire.Ind
 		return nil, &CorruptError{What: "attributes of " + describe(name, n.ID), Err: err}
 	}
 	n.Attr = *a
+	if len(in.Xattrs) > 0 {
+		x, err := crypto.OpenXattrs(v.keys.Attr, n.ID, in.Xattrs)
+		if err != nil {
+			return nil, &CorruptError{What: "extended attributes of " + describe(name, n.ID), Err: err}
+		}
+		n.Xattrs = x
+	}
 	if in.Type == wire.TypeSymlink {
 		t, err := crypto.OpenSymlink(v.keys.Names, n.ID, in.Symlink)
 		if err != nil {

@@ -46,9 +46,11 @@ const (
 	MaxSealedName    = crypto.MaxNameLen + crypto.BoxOverhead + 16
 	MaxSealedSymlink = crypto.MaxSymlinkLen + crypto.BoxOverhead + 16
 	MaxSealedAttr    = crypto.SealedAttrSize
-	MaxReadDirLimit  = 1000
-	MaxHaveChunks    = 10000
-	MaxUserName      = 64
+	// MaxSealedXattrs bounds an inode's sealed extended attribute set.
+	MaxSealedXattrs = 80 << 10
+	MaxReadDirLimit = 1000
+	MaxHaveChunks   = 10000
+	MaxUserName     = 64
 	// MaxChangesLimit bounds the limit of GET /v1/changes;
 	// DefaultChangesLimit applies when the request names none.
 	MaxChangesLimit     = 10000
@@ -246,6 +248,7 @@ type Inode struct {
 	Symlink  []byte `json:"symlink,omitempty"`  // sealed target
 	Stored   int64  `json:"stored"`             // sealed bytes of its chunks
 	Manifest []byte `json:"manifest,omitempty"` // sealed manifest, when asked for
+	Xattrs   []byte `json:"xattrs,omitempty"`   // sealed extended attributes, absent when none
 }
 
 // Entry is a directory entry with the inode it names.
@@ -311,6 +314,12 @@ type RenameRequest struct {
 // /v1/inodes/{id}), conditional on If-Match.
 type SetAttrRequest struct {
 	Attr []byte `json:"attr"`
+}
+
+// SetXattrsRequest replaces an inode's sealed extended attribute set (PUT
+// /v1/inodes/{id}/xattrs), conditional on If-Match; empty removes them all.
+type SetXattrsRequest struct {
+	Xattrs []byte `json:"xattrs"`
 }
 
 // ChunkPos is one position of a committed version.

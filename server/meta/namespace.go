@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-const inodeCols = `id, type, version, nlink, attr, symlink, manifest_data, manifest_kek, manifest_wrapped, size_bytes, changed_at`
+const inodeCols = `id, type, version, nlink, attr, symlink, manifest_data, manifest_kek, manifest_wrapped, size_bytes, changed_at, xattrs`
 
 // inodeColsI is inodeCols qualified by the alias i, for joins.
 var inodeColsI = "i." + strings.ReplaceAll(inodeCols, ", ", ", i.")
@@ -26,7 +26,7 @@ type inodeScan struct {
 
 func (r *inodeScan) dests() []any {
 	return []any{idDest{&r.in.ID}, &r.typ, &r.in.Version, &r.in.Nlink, &r.in.Attr, &r.in.Symlink,
-		&r.mdata, &r.mkek, &r.mwrapped, &r.in.Size, &r.changed}
+		&r.mdata, &r.mkek, &r.mwrapped, &r.in.Size, &r.changed, &r.in.Xattrs}
 }
 
 func (r *inodeScan) inode() Inode {
@@ -374,6 +374,41 @@ func (s *SQLite) Unlink(ctx context.Context, account int64, parent ID, nameIndex
 		}
 		return recordChange(d, account, origin, now, changed{e.Child, &parent})
 	})
+}
+
+// SetXattrs implements Namespace.
+func (s *SQLite) SetXattrs(ctx context.Context, account int64, id ID, ifVersion int64, xattrs []byte) (Inode, error) {
+	if err := checkSize("extended attributes", xattrs, MaxXattrsSize); err != nil {
+		return Inode{}, err
+	}
+	if ifVersion < 0 {
+		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, ifVersion)
+	}
+	if len(xattrs) == 0 {
+		xattrs = nil
+	}
+	origin := originArg(ctx)
+	var in Inode
+	err := s.update(ctx, func(d dbtx) error {
+		now := time.Now()
+		var err error
+		if in, err = getInode(d, account, id); err != nil {
+			return err
+		}
+		if ifVersion != 0 && in.Version != ifVersion {
+			return &VersionMismatchError{ID: id, Current: in.Version, Wanted: ifVersion}
+		}
+		if _, err := d.exec(`UPDATE inodes SET xattrs = $3, version = version + 1, changed_at = $4
+			WHERE account = $1 AND id = $2`, account, id[:], xattrs, nanos(now)); err != nil {
+			return dbErr("set extended attributes", err)
+		}
+		in.Xattrs, in.Version, in.ChangedAt = xattrs, in.Version+1, fromNanos(nanos(now))
+		return recordChange(d, account, origin, now, changed{inode: id})
+	})
+	if err != nil {
+		return Inode{}, err
+	}
+	return in, nil
 }
 
 // SetAttr implements Namespace.

@@ -76,6 +76,7 @@ var migrations = [][]string{
 			manifest_wrapped BLOB,
 			size_bytes       INTEGER NOT NULL DEFAULT 0,
 			changed_at       INTEGER NOT NULL,
+			xattrs           BLOB,
 			PRIMARY KEY (account, id),
 			CHECK ((manifest_kek IS NULL) = (manifest_data IS NULL))
 		) STRICT, WITHOUT ROWID`,

@@ -115,6 +115,9 @@ type Namespace interface {
 	// SetAttr replaces the sealed attributes, conditionally on ifVersion
 	// unless it is 0, and returns the updated inode.
 	SetAttr(ctx context.Context, account int64, id ID, ifVersion int64, attr []byte) (Inode, error)
+	// SetXattrs replaces the sealed extended attribute set (empty: none),
+	// conditionally on ifVersion like SetAttr, within MaxXattrsSize.
+	SetXattrs(ctx context.Context, account int64, id ID, ifVersion int64, xattrs []byte) (Inode, error)
 }
 
 // Chunks records uploaded chunks and commits file versions that use them.

@@ -23,6 +23,9 @@ const (
 	// MaxManifestSize bounds a file's manifest, which grows with its chunk
 	// count (about 16 MiB covers a file of a million chunks).
 	MaxManifestSize = 32 << 20
+	// MaxXattrsSize bounds an inode's sealed extended attribute set: the
+	// 64 KiB a Linux attribute value may hold, plus names and sealing.
+	MaxXattrsSize = 80 << 10
 	// MaxKeyFieldSize bounds each piece of account key material and settings
 	// (auth hash, KDF and layout JSON, wrapped keys, the transfer key).
 	MaxKeyFieldSize = 64 << 10
@@ -90,6 +93,8 @@ type Inode struct {
 	// the committed content, the only size the server can know.
 	Size      int64
 	ChangedAt time.Time
+	// Xattrs is the sealed extended attribute set, nil when it has none.
+	Xattrs []byte
 }
 
 // Entry is one name in a directory.

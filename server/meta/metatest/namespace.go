@@ -259,6 +259,33 @@ func testSetAttr(t *testing.T, s meta.Store) {
 	wantErr(t, "SetAttr huge", err, meta.ErrTooLarge)
 }
 
+func testSetXattrs(t *testing.T, s meta.Store) {
+	ctx := t.Context()
+	acct := newAccount(t, s, "alice").ID
+	f := create(t, s, acct, root, "f", meta.TypeFile)
+	wantEq(t, "xattrs of a new inode", len(f.Xattrs), 0)
+	in, err := s.SetXattrs(ctx, acct, f.ID, 1, []byte("x1"))
+	noErr(t, "SetXattrs", err)
+	wantEq(t, "version", in.Version, int64(2))
+	wantBytes(t, "xattrs", in.Xattrs, []byte("x1"))
+	_, err = s.SetXattrs(ctx, acct, f.ID, 1, []byte("x2"))
+	wantErr(t, "stale SetXattrs", err, meta.ErrVersionMismatch)
+	got := getInode(t, s, acct, f.ID)
+	wantBytes(t, "stored xattrs", got.Xattrs, []byte("x1"))
+	wantBytes(t, "attr untouched", got.Attr, f.Attr)
+	in, err = s.SetXattrs(ctx, acct, f.ID, 0, nil)
+	noErr(t, "removing all", err)
+	wantEq(t, "xattrs removed", len(getInode(t, s, acct, f.ID).Xattrs), 0)
+	wantEq(t, "version", in.Version, int64(3))
+	_, err = s.SetXattrs(ctx, acct, newID(), 0, []byte("x"))
+	wantErr(t, "SetXattrs missing", err, meta.ErrNotFound)
+	_, err = s.SetXattrs(ctx, acct, f.ID, 0, make([]byte, meta.MaxXattrsSize+1))
+	wantErr(t, "SetXattrs huge", err, meta.ErrTooLarge)
+	bob := newAccount(t, s, "bob").ID
+	_, err = s.SetXattrs(ctx, bob, f.ID, 0, []byte("x"))
+	wantErr(t, "SetXattrs of another account's inode", err, meta.ErrNotFound)
+}
+
 func testCancelled(t *testing.T, s meta.Store) {
 	acct := newAccount(t, s, "alice").ID
 	_, err := s.Create(ctxCancelled(t), acct, createReq(root, "f", meta.TypeFile))

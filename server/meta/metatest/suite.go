@@ -48,6 +48,7 @@ var tests = []struct {
 	{"HardLinks", testHardLinks},
 	{"UnlinkRmdir", testUnlinkRmdir},
 	{"SetAttr", testSetAttr},
+	{"SetXattrs", testSetXattrs},
 	{"RenameMove", testRenameMove},
 	{"RenameReplace", testRenameReplace},
 	{"RenameNoReplace", testRenameNoReplace},

@@ -1,0 +1,173 @@
+package fusefs
+
+import (
+	"context"
+	"maps"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/sealfs/sealfs/remote"
+)
+
+// Extended attributes are sealed as one set per inode (crypto.SealXattrs)
+// and replaced as a whole on the server, conditionally on the inode's
+// version. They are stored at once, not with the next commit: they are
+// small, and tools that set them (cp -a, rsync -X, tar --xattrs) do so
+// after writing. The system.* namespace (POSIX ACLs) is refused: the
+// kernel would not enforce ACLs stored here.
+
+var (
+	_ fs.NodeGetxattrer    = (*node)(nil)
+	_ fs.NodeSetxattrer    = (*node)(nil)
+	_ fs.NodeListxattrer   = (*node)(nil)
+	_ fs.NodeRemovexattrer = (*node)(nil)
+)
+
+const (
+	xattrCreate  = 1 // XATTR_CREATE
+	xattrReplace = 2 // XATTR_REPLACE
+)
+
+// currentXattrs returns the inode's attribute set, fetched again when
+// what the mount holds may be stale.
+func (n *node) currentXattrs() (map[string][]byte, syscall.Errno) {
+	n.mu.Lock()
+	stale := n.file == nil && n.pending == nil && !n.fsys.fresh(n.fetched)
+	n.mu.Unlock()
+	if stale {
+		if e := n.refresh(); e != 0 {
+			return nil, e
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.xattrs, 0
+}
+
+// Getxattr implements getxattr(2).
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	x, e := n.currentXattrs()
+	if e != 0 {
+		return 0, e
+	}
+	v, ok := x[attr]
+	if !ok {
+		return 0, syscall.ENODATA
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+// Listxattr implements listxattr(2): the names, each NUL-terminated.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	x, e := n.currentXattrs()
+	if e != 0 {
+		return 0, e
+	}
+	names := make([]string, 0, len(x))
+	for k := range x {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	var b []byte
+	for _, k := range names {
+		b = append(append(b, k...), 0)
+	}
+	if len(dest) < len(b) {
+		return uint32(len(b)), syscall.ERANGE
+	}
+	return uint32(copy(dest, b)), 0
+}
+
+// Setxattr implements setxattr(2) with XATTR_CREATE and XATTR_REPLACE.
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if strings.HasPrefix(attr, "system.") {
+		return syscall.EOPNOTSUPP
+	}
+	value := append([]byte{}, data...)
+	return n.changeXattrs("setxattr", func(x map[string][]byte) syscall.Errno {
+		_, exists := x[attr]
+		switch {
+		case flags&xattrCreate != 0 && exists:
+			return syscall.EEXIST
+		case flags&xattrReplace != 0 && !exists:
+			return syscall.ENODATA
+		}
+		x[attr] = value
+		return 0
+	})
+}
+
+// Removexattr implements removexattr(2).
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.changeXattrs("removexattr", func(x map[string][]byte) syscall.Errno {
+		if _, ok := x[attr]; !ok {
+			return syscall.ENODATA
+		}
+		delete(x, attr)
+		return 0
+	})
+}
+
+// changeXattrs applies change to the inode's attribute set and stores the
+// result, conditional on the version it was read at; when another change
+// came first, it is applied again on top of that one.
+func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Errno) syscall.Errno {
+	if n.fsys.ro {
+		return syscall.EROFS
+	}
+	if n.isPending() {
+		// The server must know the inode before it can hold anything
+		// of it.
+		if e := n.commit(op); e != 0 {
+			return e
+		}
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	n.mu.Lock()
+	x, ver := maps.Clone(n.xattrs), n.version
+	n.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if x == nil {
+			x = map[string][]byte{}
+		}
+		if e := change(x); e != 0 {
+			return e
+		}
+		vn, err := n.fsys.v.SetXattrs(ctx, n.id, x, ver)
+		if err == nil {
+			n.mu.Lock()
+			n.xattrs = vn.Xattrs
+			n.nlink = vn.Nlink
+			if n.file == nil || n.version == vn.Version-1 {
+				// The only change since the version the node holds:
+				// adopt the new one, so a later commit is not taken
+				// for a conflict.
+				n.version = vn.Version
+			}
+			n.mu.Unlock()
+			return 0
+		}
+		if !remote.IsVersionMismatch(err) || attempt >= 4 {
+			return n.fsys.fail(op, n.path(), err)
+		}
+		cur, serr := n.fsys.v.Stat(ctx, n.id)
+		if serr != nil {
+			return n.fsys.fail(op, n.path(), serr)
+		}
+		x, ver = maps.Clone(cur.Xattrs), cur.Version
+		n.mu.Lock()
+		if n.file == nil {
+			n.attr, n.version = cur.Attr, cur.Version
+		}
+		n.mu.Unlock()
+	}
+}
