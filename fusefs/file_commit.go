@@ -266,6 +266,7 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node) {
 	}
 	st.changed, st.lastErr = false, nil
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
+	n.maxGen = max(n.maxGen, m.Generation)
 	n.fetched = time.Now()
 	n.pending = nil
 	n.mu.Unlock()

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"fmt"
 	"sync"
 	"syscall"
 	"time"
@@ -138,6 +139,14 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	if err != nil {
 		return nil, n.fsys.fail("open", n.path(), err)
 	}
+	n.mu.Lock()
+	if g := f.Manifest.Generation; g < n.maxGen {
+		n.mu.Unlock()
+		return nil, n.fsys.fail("open", n.path(), &vault.CorruptError{What: "manifest of " + n.path(),
+			Err: fmt.Errorf("generation %d is older than the %d this mount has seen: the server rolled the file back", g, n.maxGen)})
+	}
+	n.maxGen = f.Manifest.Generation
+	n.mu.Unlock()
 	st = newFileState(n, f.Manifest, f.Cipher())
 	n.mu.Lock()
 	n.file = st

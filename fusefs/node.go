@@ -41,6 +41,9 @@ type node struct {
 	list *dirList
 	// xattrs is the extended attribute set as last read or written.
 	xattrs map[string][]byte
+	// maxGen is the highest generation of the file seen: a server that
+	// answers with a lower one is rolling the file back.
+	maxGen uint64
 }
 
 // pendingCreate is where a file this mount created will be created on the
@@ -96,6 +99,14 @@ const attrTTL = time.Second
 func (n *node) absorb(vn *vault.Node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if vn.Attr.Generation < n.maxGen {
+		// The server went back to an older version of the file than
+		// this mount has seen: keep what it knows, and say so.
+		n.fsys.log.Error("the server returned an older version of the file than this mount has seen (rollback); keeping the newer one",
+			"path", n.path(), "seen", n.maxGen, "returned", vn.Attr.Generation)
+		return
+	}
+	n.maxGen = vn.Attr.Generation
 	n.nlink = vn.Nlink
 	n.xattrs = vn.Xattrs
 	if n.file != nil {
