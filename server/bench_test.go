@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/wire"
 )
 
 // cpuTime is the process's user plus system CPU time so far.
@@ -148,5 +149,105 @@ func BenchmarkRawDiskWrite(b *testing.B) {
 			b.StopTimer()
 			b.ReportMetric((cpuTime(b)-cpu0).Seconds()/(float64(b.N)*float64(len(data))/1e9), "cpu-s/GB")
 		})
+	}
+}
+
+// BenchmarkSmallFiles creates new files of 10 KiB in the root of a real
+// 'sealfs serve' subprocess, one after the other, each with one POST
+// /v1/small (entry, chunk and manifest in one request, as the client writes
+// a small file): what unpacking a source tree costs the server per file.
+// Sealing, names and MACs are done before the timer starts.
+//
+// server-cpu-ms/file is the server process's CPU time per file. When perf
+// can count the server's syscall tracepoints, fsyncs/file counts fsync and
+// fdatasync calls and renames/file the blob files created.
+func BenchmarkSmallFiles(b *testing.B) {
+	const size = 10 << 10
+	bin := buildSealfs(b)
+	dir := b.TempDir()
+	addr := freeAddr(b)
+	p := startServe(b, bin, dir, addr)
+	inv, err := exec.Command(bin, "server", "invite", "--data", dir, "bench").Output()
+	if err != nil {
+		b.Fatalf("sealfs server invite: %v", err)
+	}
+	c := newClient(b, "https://"+addr, p.fp, "")
+	c.registerAndLogin(b, strings.TrimSpace(string(inv)), "bench", crypto.DefaultLayout)
+	n := 0
+	prepare := func() []byte {
+		n++
+		f := crypto.NewID()
+		chunks, commit := c.a.seal(b, f, 1, crypto.RandomBytes(size))
+		x, sealed := c.a.name(b, rootID, f, fmt.Sprintf("file-%d.c", n))
+		hdr := &wire.SmallHeader{Parent: wire.HexID(rootID), File: wire.HexID(f),
+			Create: &wire.CreateRequest{Index: x, SealedName: sealed,
+				Inode: wire.NewInode{ID: wire.HexID(f), Type: wire.TypeFile, Attr: commit.Attr}},
+			Chunk: &wire.SmallChunk{ID: wire.HexID(chunks[0].ref.ID), MAC: chunks[0].mac}, Commit: *commit}
+		return smallBody(hdr, chunks[0].body)
+	}
+	post := func(body []byte) {
+		if r := c.raw("POST", "/v1/small", body, "Content-Type", wire.ContentTypeSmall); r.err != nil || r.status != 201 {
+			b.Fatalf("POST /v1/small: %v", r)
+		}
+	}
+	post(prepare()) // warm up the connection and the server's caches
+	bodies := make([][]byte, b.N)
+	for i := range bodies {
+		bodies[i] = prepare()
+	}
+	counts := startSyscallCount(b, p.cmd.Process.Pid)
+	cpu0 := procCPU(b, p.cmd.Process.Pid)
+	b.ResetTimer()
+	for _, body := range bodies {
+		post(body)
+	}
+	b.StopTimer()
+	cpu := procCPU(b, p.cmd.Process.Pid) - cpu0
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "files/s")
+	b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "server-cpu-ms/file")
+	if got := counts(); got != nil {
+		b.ReportMetric(float64(got["fsync"]+got["fdatasync"])/float64(b.N), "fsyncs/file")
+		b.ReportMetric(float64(got["rename"]+got["renameat"]+got["renameat2"])/float64(b.N), "renames/file")
+	}
+}
+
+// startSyscallCount counts some syscalls of process pid with 'perf stat'
+// until the returned func is called, which returns the counts by syscall
+// name, or nil if perf is missing or not permitted to count.
+func startSyscallCount(b *testing.B, pid int) func() map[string]int64 {
+	names := []string{"fsync", "fdatasync", "rename", "renameat", "renameat2"}
+	var events []string
+	for _, n := range names {
+		events = append(events, "syscalls:sys_enter_"+n)
+	}
+	out := filepath.Join(b.TempDir(), "perf.csv")
+	cmd := exec.Command("perf", "stat", "-x", ",", "-o", out, "-e", strings.Join(events, ","), "-p", strconv.Itoa(pid))
+	if err := cmd.Start(); err != nil {
+		return func() map[string]int64 { return nil }
+	}
+	time.Sleep(300 * time.Millisecond) // let perf attach
+	return func() map[string]int64 {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		raw, err := os.ReadFile(out)
+		if err != nil {
+			return nil
+		}
+		got := map[string]int64{}
+		for _, line := range strings.Split(string(raw), "\n") {
+			f := strings.Split(line, ",")
+			if len(f) < 3 || !strings.HasPrefix(f[2], "syscalls:sys_enter_") {
+				continue
+			}
+			v, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return nil // "<not counted>" or "<not supported>"
+			}
+			got[strings.TrimPrefix(f[2], "syscalls:sys_enter_")] = v
+		}
+		if len(got) != len(names) {
+			return nil
+		}
+		return got
 	}
 }

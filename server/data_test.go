@@ -32,12 +32,13 @@ func haveSet(t *testing.T, c *client, ids ...crypto.ID) map[crypto.ID]bool {
 
 // storeState is what a refused upload must leave unchanged.
 type storeState struct {
-	files int
-	used  int64
+	files  int // blob files
+	chunks int // chunk records, blob or inline
+	used   int64
 }
 
 func (e *testEnv) state(user string) storeState {
-	return storeState{files: len(e.blobFiles()), used: e.acct(user).UsedBytes}
+	return storeState{files: len(e.blobFiles()), chunks: len(e.chunks()), used: e.acct(user).UsedBytes}
 }
 
 func (e *testEnv) wantUnchanged(t *testing.T, user string, before storeState, c *client, ids ...crypto.ID) {
@@ -123,9 +124,10 @@ func TestTamperedChunks(t *testing.T) {
 
 	e.wantUnchanged(t, "alice", before, c, ch.ref.ID, otherID.ID)
 
-	// The genuine chunk is stored.
+	// The genuine chunk is stored, inline.
 	put(ch.ref, ch.body, ch.mac).want(t, 201, nil)
-	if after := e.state("alice"); after.files != before.files+1 || after.used != before.used+int64(len(ch.body)) {
+	if after := e.state("alice"); after.files != before.files || after.chunks != before.chunks+1 ||
+		after.used != before.used+int64(len(ch.body)) {
 		t.Fatalf("after a good PUT: %+v, was %+v", after, before)
 	}
 	if !haveSet(t, c, ch.ref.ID)[ch.ref.ID] {
@@ -570,7 +572,9 @@ func TestTooManyUploads(t *testing.T) {
 func TestGarbageCollection(t *testing.T) {
 	t.Parallel()
 	const grace = time.Second
-	e := newEnv(t, server.Config{GCGrace: grace})
+	// Blobs even for small chunks, to watch their files go (inline_test.go
+	// collects inline chunks).
+	e := newEnv(t, server.Config{GCGrace: grace, NoInline: true})
 	ctx := context.Background()
 	c := e.register("alice")
 	v1 := randomContent(2 * testLayout.ChunkSize())
@@ -641,7 +645,9 @@ func TestGarbageCollection(t *testing.T) {
 
 func TestScrubDetectsDamage(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, server.Config{})
+	// Blobs even for small chunks, to damage their files (inline_test.go
+	// damages inline values).
+	e := newEnv(t, server.Config{NoInline: true})
 	ctx := context.Background()
 	c := e.register("alice")
 	good := randomContent(testLayout.ChunkSize() + 1)

@@ -1,6 +1,8 @@
 // Package server is the sealfs storage server: the HTTPS API of
 // docs/protocol.md over a metadata store (server/meta) and an at-rest
-// encrypted blob store (server/atrest over server/blob).
+// encrypted blob store (server/atrest over server/blob). Chunks of up to
+// InlineChunkMax bytes are kept in the metadata store instead, sealed at
+// rest the same way.
 //
 // It never sees plaintext, names or client keys. What it checks is what it
 // can check without them: who is asking (sessions, throttled logins), that

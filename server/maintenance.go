@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -81,9 +82,10 @@ func classify(err error) string {
 	}
 }
 
-// Scrub checks every stored chunk blob against its at-rest tag and its
-// recorded size, and every manifest and transfer key against theirs, without
-// any client key. It returns what is damaged or missing.
+// Scrub checks every stored chunk, blob or inline value, against its
+// at-rest tag and its recorded size, and every manifest and transfer key
+// against theirs, without any client key. It returns what is damaged or
+// missing.
 func Scrub(ctx context.Context, st meta.Store, store *atrest.Store, progress Progress) ([]Damage, error) {
 	var damage []Damage
 	var done int64
@@ -98,7 +100,7 @@ func Scrub(ctx context.Context, st meta.Store, store *atrest.Store, progress Pro
 		}
 		for _, c := range batch {
 			after = c.Key()
-			body, _, err := readChunkBlob(ctx, st, store, c.Account, c.AccountName, c.ChunkRecord)
+			body, _, err := openChunk(ctx, st, store, c.Account, c.AccountName, c.ChunkRecord)
 			if errors.Is(err, blob.ErrNotFound) {
 				if _, gerr := st.GetChunk(ctx, c.Account, c.ID); errors.Is(gerr, meta.ErrNotFound) {
 					continue // collected since it was listed
@@ -162,10 +164,11 @@ type Keyring interface {
 // RotateKey makes a new KEK current, waits settle (keyring.SettleTime in
 // production) so every server process wraps under it, rewraps every data key
 // still wrapped by an older KEK, and deletes each older KEK once nothing
-// references it. With reencrypt it also re-seals manifests and transfer keys
-// under fresh data keys. Blobs are never rewritten: a rewrap changes only the
-// wrapped key in the metadata. A crash leaves every key that is still
-// referenced; running it again finishes.
+// references it. Without reencrypt, chunks (blobs and inline values alike)
+// are never rewritten: a rewrap changes only the wrapped key in the
+// metadata. With reencrypt every chunk, manifest and transfer key is
+// re-sealed under a fresh data key instead. A crash leaves every key that
+// is still referenced; running it again finishes.
 func RotateKey(ctx context.Context, st meta.Store, store *atrest.Store, kr Keyring, settle time.Duration, reencrypt bool, progress Progress) (newID string, err error) {
 	newID, err = kr.Rotate()
 	if err != nil {
@@ -266,7 +269,8 @@ func rewrapKind(ctx context.Context, st meta.Store, store *atrest.Store, names *
 // reencryptChunk writes a chunk's blob again under a fresh data key and the
 // current KEK, into a new blob, points the record at it, and only then
 // deletes the old blob: a crash in between leaves an unreferenced blob,
-// never a record whose key does not open its blob.
+// never a record whose key does not open its blob. An inline chunk is
+// re-sealed and replaced in its record, value and key in one update.
 func reencryptChunk(ctx context.Context, st meta.Store, store *atrest.Store, ref meta.SealedRef, owner []byte, old atrest.Wrapped) error {
 	rec, err := st.GetChunk(ctx, ref.Key.Account, ref.Key.ID)
 	if errors.Is(err, meta.ErrNotFound) {
@@ -274,6 +278,9 @@ func reencryptChunk(ctx context.Context, st meta.Store, store *atrest.Store, ref
 	}
 	if err != nil {
 		return err
+	}
+	if rec.BlobKey == "" {
+		return reencryptInline(ctx, st, store, rec, ref, owner)
 	}
 	newKey := newBlobKey()
 	w, err := store.Reencrypt(ctx, owner, ref.Key.ID[:], rec.BlobKey, newKey, old)
@@ -290,4 +297,29 @@ func reencryptChunk(ctx context.Context, st meta.Store, store *atrest.Store, ref
 		return err
 	}
 	return store.Delete(ctx, rec.BlobKey)
+}
+
+// reencryptInline re-seals an inline chunk's value under a fresh data key
+// and the current KEK. The replacement is conditional on the value and the
+// key read, which open each other, so the record never holds a key that
+// does not open its value.
+func reencryptInline(ctx context.Context, st meta.Store, store *atrest.Store, rec meta.ChunkRecord, ref meta.SealedRef, owner []byte) error {
+	if rec.KEKID != ref.Value.KEKID || !bytes.Equal(rec.WrappedKey, ref.Value.WrappedKey) {
+		return nil // changed since it was listed: the count loop catches a leftover
+	}
+	old := meta.Sealed{Data: rec.Inline, KEKID: rec.KEKID, WrappedKey: rec.WrappedKey}
+	plain, err := store.OpenValue(owner, rec.ID[:], rec.Inline, atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey})
+	if err != nil {
+		return fmt.Errorf("re-encrypting chunk %x: %w", rec.ID, err)
+	}
+	data, w, err := store.SealValue(owner, rec.ID[:], plain)
+	clear(plain)
+	if err != nil {
+		return err
+	}
+	err = st.ReplaceInlineChunk(ctx, ref.Key.Account, rec.ID, old, meta.Sealed{Data: data, KEKID: w.KEKID, WrappedKey: w.WrappedKey})
+	if errors.Is(err, meta.ErrVersionMismatch) || errors.Is(err, meta.ErrNotFound) {
+		return nil // changed or gone meanwhile: the count loop catches a leftover
+	}
+	return err
 }

@@ -52,12 +52,30 @@ func (f *files) any(n int) (crypto.ID, []byte) {
 	return crypto.ID{}, nil
 }
 
+// forStorage runs test with small chunks kept inline, as the server does,
+// and with every chunk in a blob.
+func forStorage(t *testing.T, test func(t *testing.T, cfg server.Config)) {
+	for _, mode := range []struct {
+		name string
+		cfg  server.Config
+	}{{"inline", server.Config{}}, {"blobs", server.Config{NoInline: true}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, mode.cfg)
+		})
+	}
+}
+
 // TestRotateKeyWhileServing rotates the KEK twice (rewrap, then
 // re-encrypt) while uploads and downloads run. Every request must succeed,
 // and afterwards only the newest key is left and everything still opens.
 func TestRotateKeyWhileServing(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, server.Config{})
+	forStorage(t, testRotateKeyWhileServing)
+}
+
+func testRotateKeyWhileServing(t *testing.T, cfg server.Config) {
+	e := newEnv(t, cfg)
 	ctx := context.Background()
 	c := e.register("alice")
 	bob := e.register("bob")
@@ -163,13 +181,18 @@ func TestRotateKeyWhileServing(t *testing.T) {
 	d.mustRead(t, d.mustUpload(t, rootID, "after", []byte("after")), []byte("after"))
 }
 
-// TestReencryptWhileReading re-encrypts a few chunk blobs again and again
+// TestReencryptWhileReading re-encrypts a few chunks again and again
 // (rotate-key --reencrypt, for up to 2 s) while readers fetch those chunks
 // as fast as they can. A read that looked up a chunk's record just before
-// its blob was replaced must still get the chunk, not an error.
+// its blob or inline value was replaced must still get the chunk, not an
+// error.
 func TestReencryptWhileReading(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, server.Config{})
+	forStorage(t, testReencryptWhileReading)
+}
+
+func testReencryptWhileReading(t *testing.T, cfg server.Config) {
+	e := newEnv(t, cfg)
 	ctx := context.Background()
 	c := e.register("alice")
 	var refs []crypto.ChunkRef

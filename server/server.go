@@ -45,6 +45,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when not nil, counts requests and bytes.
 	Metrics *Metrics
+	// NoInline stores every chunk as a blob file, however small, instead
+	// of keeping those of up to InlineChunkMax bytes in the metadata
+	// database. Tests use it to exercise blobs with small chunks.
+	NoInline bool
 }
 
 // Server serves the sealfs API. Create it with New; it is an http.Handler.

@@ -68,6 +68,7 @@ type testEnv struct {
 	keyring *keyring.Keyring
 	store   *atrest.Store
 	srv     *server.Server
+	hs      *http.Server
 	addr    string // host:port of the TLS listener
 	fp      string // the certificate's fingerprint, which clients pin
 	certPEM []byte
@@ -75,7 +76,21 @@ type testEnv struct {
 
 func newEnv(t testing.TB, cfg server.Config) *testEnv {
 	t.Helper()
-	dir := t.TempDir()
+	return newEnvAt(t, t.TempDir(), cfg)
+}
+
+// restart stops e's server and closes its stores, then starts a new server
+// over the same data directory, with a new listener.
+func (e *testEnv) restart(cfg server.Config) *testEnv {
+	e.t.Helper()
+	e.hs.Close()
+	must(e.t, e.meta.Close())
+	must(e.t, e.blobs.Close())
+	return newEnvAt(e.t, e.dir, cfg)
+}
+
+func newEnvAt(t testing.TB, dir string, cfg server.Config) *testEnv {
+	t.Helper()
 	m, err := meta.OpenSQLite(filepath.Join(dir, "meta.db"))
 	must(t, err)
 	t.Cleanup(func() { m.Close() })
@@ -113,7 +128,7 @@ func newEnv(t testing.TB, cfg server.Config) *testEnv {
 	}
 	go hs.ServeTLS(ln, "", "")
 	t.Cleanup(func() { hs.Close() })
-	return &testEnv{t: t, dir: dir, meta: m, blobs: b, keyring: kr, store: st, srv: srv,
+	return &testEnv{t: t, dir: dir, meta: m, blobs: b, keyring: kr, store: st, srv: srv, hs: hs,
 		addr: ln.Addr().String(), fp: fp, certPEM: certPEM}
 }
 
@@ -645,6 +660,22 @@ func (e *testEnv) blobFiles() map[string]bool {
 	})
 	must(e.t, err)
 	return files
+}
+
+// chunks lists every chunk record of every account.
+func (e *testEnv) chunks() []meta.StoredChunk {
+	e.t.Helper()
+	var all []meta.StoredChunk
+	var after meta.RowKey
+	for {
+		page, err := e.meta.ListChunks(context.Background(), after, 100)
+		must(e.t, err)
+		if len(page) == 0 {
+			return all
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].Key()
+	}
 }
 
 func (e *testEnv) acct(user string) meta.Account {

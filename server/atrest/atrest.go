@@ -15,7 +15,9 @@
 // OpenValue). The envelope binds only owner and ID, so callers must keep
 // the IDs of values and of blobs of one owner apart (for example by
 // prefixing value IDs with their kind); otherwise a database writer could
-// swap one for the other.
+// swap one for the other. The exception is content that may live in either
+// place, such as a small chunk kept inline in the database: sealed under
+// its blob ID as a value, it is byte for byte what its blob would hold.
 package atrest
 
 import (

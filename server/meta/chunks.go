@@ -7,10 +7,11 @@ import (
 	"time"
 )
 
-const chunkCols = `id, file, idx, size, blob_key, kek_id, wrapped_key, created_at`
+// chunkCols selects a ChunkRecord; blob_key is NULL for an inline chunk.
+const chunkCols = `id, file, idx, size, COALESCE(blob_key, ''), kek_id, wrapped_key, created_at, inline_data`
 
 // chunkColsC is chunkCols qualified by the alias c, for joins.
-const chunkColsC = `c.id, c.file, c.idx, c.size, c.blob_key, c.kek_id, c.wrapped_key, c.created_at`
+const chunkColsC = `c.id, c.file, c.idx, c.size, COALESCE(c.blob_key, ''), c.kek_id, c.wrapped_key, c.created_at, c.inline_data`
 
 // chunkScan receives the columns of chunkCols.
 type chunkScan struct {
@@ -20,7 +21,7 @@ type chunkScan struct {
 }
 
 func (r *chunkScan) dests() []any {
-	return []any{idDest{&r.c.ID}, idDest{&r.c.File}, &r.idx, &r.c.Size, &r.c.BlobKey, &r.c.KEKID, &r.c.WrappedKey, &r.created}
+	return []any{idDest{&r.c.ID}, idDest{&r.c.File}, &r.idx, &r.c.Size, &r.c.BlobKey, &r.c.KEKID, &r.c.WrappedKey, &r.created, &r.c.Inline}
 }
 
 func (r *chunkScan) record() ChunkRecord {
@@ -77,8 +78,15 @@ func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecor
 	if quota > 0 && c.Size > quota-used {
 		return ChunkRecord{}, false, fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
 	}
-	if _, err := d.exec(`INSERT INTO chunks (account, `+chunkCols+`, unref_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-		account, c.ID[:], c.File[:], int64(c.Index), c.Size, c.BlobKey, c.KEKID, c.WrappedKey, nanos(now)); err != nil {
+	var blobKey, inline any // NULL unless set
+	if c.BlobKey != "" {
+		blobKey = c.BlobKey
+	} else {
+		inline = c.Inline
+	}
+	if _, err := d.exec(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)`,
+		account, c.ID[:], c.File[:], int64(c.Index), c.Size, blobKey, c.KEKID, c.WrappedKey, nanos(now), inline); err != nil {
 		return ChunkRecord{}, false, dbErr("put chunk", err)
 	}
 	if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {
@@ -89,9 +97,11 @@ func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecor
 }
 
 // putNewChunks records the chunks a commit carries with it, in the commit's
-// transaction. A chunk already recorded with another blob key makes the
-// commit fail with ErrExists, so the caller's blob is never orphaned
-// silently: it deletes it and retries without the chunk.
+// transaction. A blob chunk already recorded with another blob key (or
+// inline) makes the commit fail with ErrExists, so the caller's blob is
+// never orphaned silently: it deletes it and retries without the chunk. An
+// inline chunk already recorded for the same position and size is fine: its
+// value goes nowhere, and the stored one serves.
 func putNewChunks(d dbtx, account int64, cs []ChunkRecord, now time.Time) error {
 	for _, c := range cs {
 		if err := checkChunkRecord(c); err != nil {
@@ -101,7 +111,7 @@ func putNewChunks(d dbtx, account int64, cs []ChunkRecord, now time.Time) error 
 		if err != nil {
 			return err
 		}
-		if stored.BlobKey != c.BlobKey {
+		if c.BlobKey != "" && stored.BlobKey != c.BlobKey {
 			return fmt.Errorf("%w: chunk %x is already stored", ErrExists, c.ID)
 		}
 	}

@@ -130,6 +130,28 @@ func (s *SQLite) KEKReferences(ctx context.Context, kekID string) (int64, error)
 	return n, dbErr("count KEK references", err)
 }
 
+// ReplaceInlineChunk implements Maintenance.
+func (s *SQLite) ReplaceInlineChunk(ctx context.Context, account int64, id ID, old, value Sealed) error {
+	if err := checkSealedValue("inline chunk", value, true, MaxInlineSize); err != nil {
+		return err
+	}
+	return s.update(ctx, func(d dbtx) error {
+		n, err := d.execN(`UPDATE chunks SET inline_data = $3, kek_id = $4, wrapped_key = $5
+			WHERE account = $1 AND id = $2 AND inline_data = $6 AND kek_id = $7 AND wrapped_key = $8`,
+			account, id[:], value.Data, value.KEKID, value.WrappedKey, blob(old.Data), old.KEKID, blob(old.WrappedKey))
+		if err != nil {
+			return dbErr("replace inline chunk", err)
+		}
+		if n == 1 {
+			return nil
+		}
+		if _, err := getChunk(d, account, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: chunk %x changed since it was listed", ErrVersionMismatch, id)
+	})
+}
+
 // ReplaceChunkBlob implements Maintenance.
 func (s *SQLite) ReplaceChunkBlob(ctx context.Context, account int64, id ID, oldBlobKey string, old Sealed, newBlobKey string, value Sealed) error {
 	if err := checkSealedValue("chunk key", value, false, 0); err != nil {

@@ -14,8 +14,9 @@ import (
 //
 // Conventions: times are INTEGER Unix nanoseconds; IDs are 16-byte BLOBs;
 // chunk indexes are INTEGER (validated to fit int64). Tables are STRICT so a
-// bug cannot store a value of the wrong type, and keyed tables are WITHOUT
-// ROWID so rows cluster by account and parent, which is how they are read.
+// bug cannot store a value of the wrong type, and keyed tables of small rows
+// are WITHOUT ROWID so rows cluster by account and parent, which is how they
+// are read.
 var migrations = [][]string{
 	{
 		`CREATE TABLE accounts (
@@ -100,13 +101,23 @@ var migrations = [][]string{
 		// refs counts file_chunks rows naming the chunk; the triggers below
 		// keep it exact, so garbage is found through a partial index instead
 		// of an anti-join over every chunk.
+		//
+		// A chunk's bytes are either a blob file named blob_key or, for a
+		// small chunk, inline_data in its row; both are sealed at rest the
+		// same way, under the data key in wrapped_key. Unlike the other
+		// keyed tables, chunks keeps its rowid: the cells of a WITHOUT
+		// ROWID table are whole rows, in its interior pages too, so inline
+		// values would put up to a quarter page of every row there and cut
+		// the tree's fan-out to a handful; a rowid table keeps rows in its
+		// leaves, and its primary key index holds only keys. Chunk IDs are
+		// random, so clustering rows by them gained nothing anyway.
 		`CREATE TABLE chunks (
 			account     INTEGER NOT NULL REFERENCES accounts (id),
 			id          BLOB    NOT NULL CHECK (length(id) = 16),
 			file        BLOB    NOT NULL,
 			idx         INTEGER NOT NULL CHECK (idx >= 0),
 			size        INTEGER NOT NULL CHECK (size >= 0),
-			blob_key    TEXT    NOT NULL,
+			blob_key    TEXT,
 			kek_id      TEXT    NOT NULL,
 			wrapped_key BLOB    NOT NULL,
 			refs        INTEGER NOT NULL DEFAULT 0 CHECK (refs >= 0),
@@ -116,8 +127,12 @@ var migrations = [][]string{
 			-- file's old chunks stay readable for it after an overwrite or
 			-- an unlink, as open files on a mount need.
 			unref_at    INTEGER NOT NULL,
-			PRIMARY KEY (account, id)
-		) STRICT, WITHOUT ROWID`,
+			-- Last, so the columns before it stay in the row's first page
+			-- and reading them never follows the value's overflow pages.
+			inline_data BLOB,
+			PRIMARY KEY (account, id),
+			CHECK ((blob_key IS NULL) <> (inline_data IS NULL))
+		) STRICT`,
 		`CREATE INDEX chunks_garbage ON chunks (unref_at) WHERE refs = 0`,
 		`CREATE INDEX chunks_kek ON chunks (kek_id)`,
 

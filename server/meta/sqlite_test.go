@@ -263,3 +263,39 @@ func BenchmarkSerialCreate(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 }
+
+// TestChunkStorageCheck checks that the schema itself refuses a chunk row
+// with both a blob key and an inline value, or neither, whatever a bug in
+// the validation lets through.
+func TestChunkStorageCheck(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meta.db")
+	s := openAt(t, path)
+	a, err := s.CreateAccount(t.Context(), testAccount("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	insert := func(blobKey, inline any) error {
+		id := make([]byte, 16)
+		copy(id, fmt.Sprint(blobKey, inline))
+		_, err := db.Exec(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data)
+			VALUES (?, ?, ?, 0, 1, ?, 'k', x'00', 1, 1, ?)`, a.ID, id, make([]byte, 16), blobKey, inline)
+		return err
+	}
+	if err := insert(nil, nil); err == nil {
+		t.Error("a chunk row with neither blob key nor inline value was stored")
+	}
+	if err := insert("blob", []byte("v")); err == nil {
+		t.Error("a chunk row with both a blob key and an inline value was stored")
+	}
+	if err := insert("blob", nil); err != nil {
+		t.Errorf("a blob chunk row: %v", err)
+	}
+	if err := insert(nil, []byte("v")); err != nil {
+		t.Errorf("an inline chunk row: %v", err)
+	}
+}

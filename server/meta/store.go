@@ -122,12 +122,13 @@ type Namespace interface {
 
 // Chunks records uploaded chunks and commits file versions that use them.
 type Chunks interface {
-	// PutChunk records a chunk whose blob has been stored, charging its
-	// size to the account (ErrQuota, with nothing recorded, beyond the
-	// quota). It is idempotent: if the chunk exists with the same file,
-	// index and size it returns the stored record and false, and the caller
-	// should delete the blob it just wrote if its key differs; if it exists
-	// with other values it is ErrExists. It returns true when it created.
+	// PutChunk records a chunk whose blob has been stored, or an inline
+	// chunk with its value, charging its size to the account (ErrQuota,
+	// with nothing recorded, beyond the quota). It is idempotent: if the
+	// chunk exists with the same file, index and size it returns the
+	// stored record and false, and the caller should delete the blob it
+	// just wrote if its key differs; if it exists with other values it is
+	// ErrExists. It returns true when it created.
 	PutChunk(ctx context.Context, account int64, c ChunkRecord) (ChunkRecord, bool, error)
 	// GetChunk returns a chunk's record.
 	GetChunk(ctx context.Context, account int64, id ID) (ChunkRecord, error)
@@ -172,7 +173,8 @@ type Maintenance interface {
 	GarbageChunks(ctx context.Context, olderThan time.Time, limit int) ([]StoredChunk, error)
 	// DeleteChunk deletes a chunk's record, and credits its size back to
 	// the account, only if it is still unreferenced; it reports whether it
-	// did. The caller deletes the blob afterwards, and only then.
+	// did. The caller deletes the blob afterwards, and only then; an
+	// inline chunk goes with its record.
 	DeleteChunk(ctx context.Context, account int64, id ID) (bool, error)
 	// ListChunks returns up to limit chunks of all accounts after the
 	// given key, for scrubbing; pass the last Key to continue.
@@ -190,6 +192,11 @@ type Maintenance interface {
 	// (ErrVersionMismatch otherwise, ErrNotFound if it is gone). The caller
 	// deletes the old blob afterwards, or the new one when this fails.
 	ReplaceChunkBlob(ctx context.Context, account int64, id ID, oldBlobKey string, old Sealed, newBlobKey string, value Sealed) error
+	// ReplaceInlineChunk replaces an inline chunk's value (Data) and data
+	// key with a re-encryption of it, in one update and only if the chunk
+	// still has the old value and wrapped key (ErrVersionMismatch
+	// otherwise, also for a blob chunk; ErrNotFound if it is gone).
+	ReplaceInlineChunk(ctx context.Context, account int64, id ID, old, value Sealed) error
 	// KEKReferences counts the stored values wrapped by a KEK, which may be
 	// destroyed only when the count is zero.
 	KEKReferences(ctx context.Context, kekID string) (int64, error)

@@ -26,6 +26,10 @@ const (
 	// MaxXattrsSize bounds an inode's sealed extended attribute set: the
 	// 64 KiB a Linux attribute value may hold, plus names and sealing.
 	MaxXattrsSize = 80 << 10
+	// MaxInlineSize bounds a chunk's Inline value: the server stores
+	// chunks of up to 64 KiB inline, and the at-rest envelope adds a few
+	// dozen bytes.
+	MaxInlineSize = 65 << 10
 	// MaxKeyFieldSize bounds each piece of account key material and settings
 	// (auth hash, KDF and layout JSON, wrapped keys, the transfer key).
 	MaxKeyFieldSize = 64 << 10
@@ -65,7 +69,8 @@ func (t InodeType) valid() bool { return t >= TypeFile && t <= TypeSymlink }
 // which is stored wrapped by the KEK named KEKID. The store never interprets
 // it; it keeps the three parts together so a rotation can rewrap the key (and
 // re-encrypt Data) without touching anything else. For chunk data keys Data
-// is always nil: the bytes live in the blob store.
+// is always nil: the bytes live in the blob store or, for an inline chunk,
+// in its record (see ReplaceInlineChunk).
 type Sealed struct {
 	Data       []byte
 	KEKID      string
@@ -214,17 +219,25 @@ type CommitRequest struct {
 	NewChunks []ChunkRecord
 }
 
-// ChunkRecord is the metadata of one sealed chunk. Its bytes are stored in
-// the blob store under BlobKey, encrypted at rest under a data key that
-// WrappedKey holds wrapped by KEKID.
+// ChunkRecord is the metadata of one sealed chunk. Its bytes are stored
+// either in the blob store under BlobKey or, for a small chunk, in the
+// record itself as Inline; exactly one of the two is set. Either way they
+// are encrypted at rest under a data key that WrappedKey holds wrapped by
+// KEKID.
 type ChunkRecord struct {
 	ID ID
 	// File and Index are where the client uploaded the chunk for; the
 	// transfer MAC binds them, so a retry must repeat them exactly.
-	File       ID
-	Index      uint64
-	Size       int64
-	BlobKey    string
+	File  ID
+	Index uint64
+	// Size is the sealed size of the chunk as the client sent it, before
+	// at-rest encryption: what quotas and usage count.
+	Size int64
+	// BlobKey names the chunk's blob; it is empty for an inline chunk.
+	BlobKey string
+	// Inline is the chunk's bytes sealed at rest, at most MaxInlineSize,
+	// for a chunk kept in the metadata store; nil for a blob.
+	Inline     []byte
 	KEKID      string
 	WrappedKey []byte
 	// CreatedAt is set by the store; GC spares chunks younger than its
@@ -348,7 +361,8 @@ const (
 	SealedManifest SealedKind = iota + 1
 	// SealedTransferKey is an account's transfer key; RowKey.ID is zero.
 	SealedTransferKey
-	// SealedChunkKey is a chunk's data key; Data is always nil.
+	// SealedChunkKey is a chunk's data key; Data is always nil, also
+	// for an inline chunk, whose value a rewrap leaves as it is.
 	SealedChunkKey
 )
 

@@ -182,10 +182,14 @@ func checkChunkRecord(c ChunkRecord) error {
 	if c.Size < 0 {
 		return fmt.Errorf("%w: chunk size %d", ErrInvalid, c.Size)
 	}
-	if c.BlobKey == "" {
-		return fmt.Errorf("%w: chunk without blob key", ErrInvalid)
+	if (c.BlobKey == "") == (len(c.Inline) == 0) {
+		return fmt.Errorf("%w: chunk with a blob key of %d bytes and an inline value of %d: exactly one is needed",
+			ErrInvalid, len(c.BlobKey), len(c.Inline))
 	}
 	if err := checkSize("blob key", []byte(c.BlobKey), MaxSealedSize); err != nil {
+		return err
+	}
+	if err := checkSize("inline chunk", c.Inline, MaxInlineSize); err != nil {
 		return err
 	}
 	return checkSealedValue("chunk key", Sealed{KEKID: c.KEKID, WrappedKey: c.WrappedKey}, false, 0)

@@ -80,17 +80,25 @@ type rotationFixture struct {
 	accts  []int64
 	files  []meta.ID // with a kek1 manifest
 	chunks map[meta.ID]int64
+	inline map[meta.ID][]byte // the chunks stored inline, with their values
 }
 
 func newRotationFixture(t *testing.T, s meta.Store) rotationFixture {
 	var fx rotationFixture
 	fx.chunks = map[meta.ID]int64{}
+	fx.inline = map[meta.ID][]byte{}
 	for _, name := range []string{"alice", "bob"} {
 		acct := newAccount(t, s, name).ID
 		fx.accts = append(fx.accts, acct)
 		for i := range 3 {
 			f := create(t, s, acct, root, "f"+string(rune('0'+i)), meta.TypeFile)
-			c := putChunk(t, s, acct, f.ID, 0, 5)
+			var c meta.ChunkRecord
+			if i == 2 {
+				c = putInline(t, s, acct, f.ID, 0, 5)
+				fx.inline[c.ID] = c.Inline
+			} else {
+				c = putChunk(t, s, acct, f.ID, 0, 5)
+			}
 			fx.chunks[c.ID] = acct
 			commit(t, s, acct, f.ID, manifest("kek1", name), c)
 			fx.files = append(fx.files, f.ID)
@@ -179,6 +187,8 @@ func testRotation(t *testing.T, s meta.Store) {
 		noErr(t, "GetChunk", err)
 		wantEq(t, "KEK of a rewrapped chunk", c.KEKID, "kek2")
 		wantBytes(t, "rewrapped data key", c.WrappedKey, []byte("re:dk"))
+		// A rewrap keeps the data key, so an inline value stays as it is.
+		wantBytes(t, "inline value after a rewrap", c.Inline, fx.inline[id])
 	}
 
 	chunkRef := meta.SealedRef{Kind: meta.SealedChunkKey, Key: meta.RowKey{Account: fx.accts[0], ID: newID()},
