@@ -149,7 +149,7 @@ var _ [meta.MaxInlineSize - InlineChunkMax - crypto.AtRestOverhead]struct{}
 // into a new blob, and returns the record to keep for it, or nil when the
 // account already holds this exact chunk (a retry). The record is not yet
 // in the metadata: the caller records it, or drops it with dropChunk.
-func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (*meta.ChunkRecord, error) {
+func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body, mac []byte) (*meta.ChunkRecord, error) {
 	if old, err := s.meta.GetChunk(ctx, a.ID, ref.ID); err == nil {
 		if old.File == ref.File && old.Index == ref.Index && old.Size == int64(len(body)) {
 			return nil, nil
@@ -161,7 +161,7 @@ func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.Chun
 	if a.QuotaBytes > 0 && a.UsedBytes+int64(len(body)) > a.QuotaBytes {
 		return nil, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
 	}
-	rec := &meta.ChunkRecord{ID: ref.ID, File: ref.File, Index: ref.Index, Size: int64(len(body))}
+	rec := &meta.ChunkRecord{ID: ref.ID, File: ref.File, Index: ref.Index, Size: int64(len(body)), MAC: mac}
 	// The at-rest ID of an inline chunk is its chunk ID, as for a blob: it
 	// is the same content wherever it is kept.
 	var w atrest.Wrapped
@@ -192,8 +192,8 @@ func (s *Server) dropChunk(ctx context.Context, rec meta.ChunkRecord) {
 
 // storeChunk writes and records a chunk; an identical retry is a no-op. It
 // reports whether it created the chunk.
-func (s *Server) storeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body []byte) (bool, error) {
-	rec, err := s.writeChunk(ctx, a, ref, body)
+func (s *Server) storeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body, mac []byte) (bool, error) {
+	rec, err := s.writeChunk(ctx, a, ref, body, mac)
 	if err != nil || rec == nil {
 		return false, err
 	}
@@ -255,7 +255,7 @@ func (s *Server) putChunk(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("empty chunk")
 	}
 	s.metrics.bytesIn(len(body))
-	created, err := s.storeChunk(r.Context(), a, ref, body)
+	created, err := s.storeChunk(r.Context(), a, ref, body, mac)
 	if err != nil {
 		return err
 	}
@@ -286,11 +286,14 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 		}
 		return err
 	}
-	tm, err := s.transferMAC(a)
-	if err != nil {
-		return err
+	mac := rec.MAC
+	if len(mac) == 0 {
+		tm, err := s.transferMAC(a)
+		if err != nil {
+			return err
+		}
+		mac = tm.Sum(crypto.ChunkRef{File: rec.File, Index: rec.Index, ID: id}, body)
 	}
-	mac := tm.Sum(crypto.ChunkRef{File: rec.File, Index: rec.Index, ID: id}, body)
 	w.Header().Set(wire.HeaderMAC, hex.EncodeToString(mac))
 	w.Header().Set("Content-Type", wire.ContentTypeChunk)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -450,7 +453,7 @@ func (s *Server) small(w http.ResponseWriter, r *http.Request) error {
 			return errf(wire.CodeMACMismatch, "the chunk's transfer HMAC does not verify; nothing was stored")
 		}
 		s.metrics.bytesIn(len(chunk))
-		rec, err := s.writeChunk(r.Context(), a, ref, chunk)
+		rec, err := s.writeChunk(r.Context(), a, ref, chunk, hdr.Chunk.MAC)
 		if err != nil {
 			return err
 		}

@@ -8,10 +8,10 @@ import (
 )
 
 // chunkCols selects a ChunkRecord; blob_key is NULL for an inline chunk.
-const chunkCols = `id, file, idx, size, COALESCE(blob_key, ''), kek_id, wrapped_key, created_at, inline_data`
+const chunkCols = `id, file, idx, size, COALESCE(blob_key, ''), kek_id, wrapped_key, created_at, mac, inline_data`
 
 // chunkColsC is chunkCols qualified by the alias c, for joins.
-const chunkColsC = `c.id, c.file, c.idx, c.size, COALESCE(c.blob_key, ''), c.kek_id, c.wrapped_key, c.created_at, c.inline_data`
+const chunkColsC = `c.id, c.file, c.idx, c.size, COALESCE(c.blob_key, ''), c.kek_id, c.wrapped_key, c.created_at, c.mac, c.inline_data`
 
 // chunkScan receives the columns of chunkCols.
 type chunkScan struct {
@@ -21,7 +21,7 @@ type chunkScan struct {
 }
 
 func (r *chunkScan) dests() []any {
-	return []any{idDest{&r.c.ID}, idDest{&r.c.File}, &r.idx, &r.c.Size, &r.c.BlobKey, &r.c.KEKID, &r.c.WrappedKey, &r.created, &r.c.Inline}
+	return []any{idDest{&r.c.ID}, idDest{&r.c.File}, &r.idx, &r.c.Size, &r.c.BlobKey, &r.c.KEKID, &r.c.WrappedKey, &r.created, &r.c.MAC, &r.c.Inline}
 }
 
 func (r *chunkScan) record() ChunkRecord {
@@ -84,9 +84,13 @@ func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecor
 	} else {
 		inline = c.Inline
 	}
-	if _, err := d.exec(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)`,
-		account, c.ID[:], c.File[:], int64(c.Index), c.Size, blobKey, c.KEKID, c.WrappedKey, nanos(now), inline); err != nil {
+	var mac any // NULL unless known
+	if len(c.MAC) > 0 {
+		mac = c.MAC
+	}
+	if _, err := d.exec(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data, mac)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
+		account, c.ID[:], c.File[:], int64(c.Index), c.Size, blobKey, c.KEKID, c.WrappedKey, nanos(now), inline, mac); err != nil {
 		return ChunkRecord{}, false, dbErr("put chunk", err)
 	}
 	if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {

@@ -127,6 +127,9 @@ var migrations = [][]string{
 			-- file's old chunks stay readable for it after an overwrite or
 			-- an unlink, as open files on a mount need.
 			unref_at    INTEGER NOT NULL,
+			-- mac is the transfer MAC the chunk arrived with, kept so a
+			-- download does not compute it again.
+			mac         BLOB,
 			-- Last, so the columns before it stay in the row's first page
 			-- and reading them never follows the value's overflow pages.
 			inline_data BLOB,

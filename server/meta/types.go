@@ -240,6 +240,9 @@ type ChunkRecord struct {
 	Inline     []byte
 	KEKID      string
 	WrappedKey []byte
+	// MAC is the transfer MAC the chunk was uploaded with (optional): a
+	// download answers with it instead of computing it again.
+	MAC []byte
 	// CreatedAt is set by the store; GC spares chunks younger than its
 	// cutoff so that uploads in progress are not collected.
 	CreatedAt time.Time

@@ -192,6 +192,9 @@ func checkChunkRecord(c ChunkRecord) error {
 	if err := checkSize("inline chunk", c.Inline, MaxInlineSize); err != nil {
 		return err
 	}
+	if err := checkSize("chunk MAC", c.MAC, 64); err != nil {
+		return err
+	}
 	return checkSealedValue("chunk key", Sealed{KEKID: c.KEKID, WrappedKey: c.WrappedKey}, false, 0)
 }
 

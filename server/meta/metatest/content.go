@@ -13,6 +13,7 @@ func testPutChunk(t *testing.T, s meta.Store) {
 	acct := newAccount(t, s, "alice").ID
 	file := newID()
 	want := chunkRec(file, 3, 100)
+	want.MAC = []byte("0123456789abcdef0123456789abcdef")
 	c, created, err := s.PutChunk(ctx, acct, want)
 	noErr(t, "PutChunk", err)
 	if !created || c.CreatedAt.IsZero() {
@@ -21,7 +22,8 @@ func testPutChunk(t *testing.T, s meta.Store) {
 	got, err := s.GetChunk(ctx, acct, want.ID)
 	noErr(t, "GetChunk", err)
 	if got.ID != want.ID || got.File != file || got.Index != 3 || got.Size != 100 || got.BlobKey != want.BlobKey ||
-		got.KEKID != want.KEKID || string(got.WrappedKey) != string(want.WrappedKey) || !got.CreatedAt.Equal(c.CreatedAt) {
+		got.KEKID != want.KEKID || string(got.WrappedKey) != string(want.WrappedKey) || !got.CreatedAt.Equal(c.CreatedAt) ||
+		string(got.MAC) != string(want.MAC) {
 		t.Fatalf("GetChunk = %+v, want %+v", got, want)
 	}
 
