@@ -249,3 +249,40 @@ func TestMountXattrs(t *testing.T) {
 		return err == nil && n == 4
 	})
 }
+
+// TestMountSeesOtherClientsInKnownDirs checks that what the mount knows of
+// a directory's names (it created or listed it, so it answers lookups of
+// other names with ENOENT by itself) is dropped when another client adds
+// a name there: the change feed says so.
+func TestMountSeesOtherClientsInKnownDirs(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	cli := loginDevice(t, s, "alice", "pw")
+
+	if err := os.Mkdir(m.path("new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(m.path("listed"), 0o755)
+	os.WriteFile(m.path("listed", "a"), []byte("a"), 0o644)
+	if _, err := os.ReadDir(m.path("listed")); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"new", "listed"} {
+		if _, err := os.Stat(m.path(dir, "x")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s/x before it exists: %v", dir, err)
+		}
+		cli.ok("put", writeTemp(t, "from the CLI"), "/"+dir+"/x")
+		eventually(t, "the mount finds "+dir+"/x", func() bool {
+			got, err := os.ReadFile(m.path(dir, "x"))
+			return err == nil && string(got) == "from the CLI"
+		})
+	}
+	// And a removal elsewhere shows too.
+	cli.ok("rm", "/listed/a")
+	eventually(t, "the mount sees listed/a removed", func() bool {
+		_, err := os.Stat(m.path("listed", "a"))
+		return errors.Is(err, os.ErrNotExist)
+	})
+}
