@@ -27,25 +27,20 @@ func (c *Client) Inode(ctx context.Context, id crypto.ID, withManifest bool) (*w
 // SetAttr replaces an inode's sealed attributes; with ifVersion > 0 only if
 // the inode is still at that version.
 func (c *Client) SetAttr(ctx context.Context, id crypto.ID, sealedAttr []byte, ifVersion int64) (*wire.Inode, error) {
-	out := new(wire.Inode)
-	r, err := jsonRequest(http.MethodPatch, "/inodes/"+id.String(), &wire.SetAttrRequest{Attr: sealedAttr}, out)
-	if err != nil {
-		return nil, err
-	}
-	if ifVersion > 0 {
-		r.header = http.Header{wire.HeaderIfMatch: {`"` + strconv.FormatInt(ifVersion, 10) + `"`}}
-	}
-	if err := c.do(ctx, r); err != nil {
-		return nil, err
-	}
-	return out, nil
+	return c.setInode(ctx, http.MethodPatch, "/inodes/"+id.String(), &wire.SetAttrRequest{Attr: sealedAttr}, ifVersion)
 }
 
 // SetXattrs replaces the sealed extended attribute set of inode id (empty:
 // none), provided it is at version ifVersion (0: unconditionally).
 func (c *Client) SetXattrs(ctx context.Context, id crypto.ID, sealed []byte, ifVersion int64) (*wire.Inode, error) {
+	return c.setInode(ctx, http.MethodPut, "/inodes/"+id.String()+"/xattrs", &wire.SetXattrsRequest{Xattrs: sealed}, ifVersion)
+}
+
+// setInode sends a change of an inode's sealed values, conditional on
+// ifVersion when it is positive.
+func (c *Client) setInode(ctx context.Context, method, path string, body any, ifVersion int64) (*wire.Inode, error) {
 	out := new(wire.Inode)
-	r, err := jsonRequest(http.MethodPut, "/inodes/"+id.String()+"/xattrs", &wire.SetXattrsRequest{Xattrs: sealed}, out)
+	r, err := jsonRequest(method, path, body, out)
 	if err != nil {
 		return nil, err
 	}

@@ -57,29 +57,29 @@ func (s *Server) getInode(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) setAttr(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathID(r, "id")
-	if err != nil {
-		return err
-	}
-	ver, err := ifMatch(r)
-	if err != nil {
-		return err
-	}
 	var req wire.SetAttrRequest
-	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
-		return err
-	}
-	if err := checkSealedLen("sealed attributes", req.Attr, wire.MaxSealedAttr); err != nil {
-		return err
-	}
-	in, err := s.meta.SetAttr(r.Context(), principalOf(r).account.ID, id, ver, req.Attr)
-	if err != nil {
-		return err
-	}
-	return writeInode(w, http.StatusOK, in)
+	return s.setInode(w, r, &req, func(id meta.ID, ver int64) (meta.Inode, error) {
+		if err := checkSealedLen("sealed attributes", req.Attr, wire.MaxSealedAttr); err != nil {
+			return meta.Inode{}, err
+		}
+		return s.meta.SetAttr(r.Context(), principalOf(r).account.ID, id, ver, req.Attr)
+	})
 }
 
 func (s *Server) setXattrs(w http.ResponseWriter, r *http.Request) error {
+	var req wire.SetXattrsRequest
+	return s.setInode(w, r, &req, func(id meta.ID, ver int64) (meta.Inode, error) {
+		if len(req.Xattrs) > wire.MaxSealedXattrs {
+			return meta.Inode{}, errf(wire.CodeTooLarge, "sealed extended attributes of %d bytes exceed %d", len(req.Xattrs), wire.MaxSealedXattrs)
+		}
+		return s.meta.SetXattrs(r.Context(), principalOf(r).account.ID, id, ver, req.Xattrs)
+	})
+}
+
+// setInode answers a conditional change of one of an inode's sealed
+// values: it parses the inode ID, If-Match and the JSON body into req,
+// then lets set apply it.
+func (s *Server) setInode(w http.ResponseWriter, r *http.Request, req any, set func(id meta.ID, ver int64) (meta.Inode, error)) error {
 	id, err := pathID(r, "id")
 	if err != nil {
 		return err
@@ -88,14 +88,10 @@ func (s *Server) setXattrs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req wire.SetXattrsRequest
-	if err := decodeJSON(w, r, wire.MaxJSONBody, &req); err != nil {
+	if err := decodeJSON(w, r, wire.MaxJSONBody, req); err != nil {
 		return err
 	}
-	if len(req.Xattrs) > wire.MaxSealedXattrs {
-		return errf(wire.CodeTooLarge, "sealed extended attributes of %d bytes exceed %d", len(req.Xattrs), wire.MaxSealedXattrs)
-	}
-	in, err := s.meta.SetXattrs(r.Context(), principalOf(r).account.ID, id, ver, req.Xattrs)
+	in, err := set(id, ver)
 	if err != nil {
 		return err
 	}

@@ -381,34 +381,10 @@ func (s *SQLite) SetXattrs(ctx context.Context, account int64, id ID, ifVersion 
 	if err := checkSize("extended attributes", xattrs, MaxXattrsSize); err != nil {
 		return Inode{}, err
 	}
-	if ifVersion < 0 {
-		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, ifVersion)
-	}
 	if len(xattrs) == 0 {
 		xattrs = nil
 	}
-	origin := originArg(ctx)
-	var in Inode
-	err := s.update(ctx, func(d dbtx) error {
-		now := time.Now()
-		var err error
-		if in, err = getInode(d, account, id); err != nil {
-			return err
-		}
-		if ifVersion != 0 && in.Version != ifVersion {
-			return &VersionMismatchError{ID: id, Current: in.Version, Wanted: ifVersion}
-		}
-		if _, err := d.exec(`UPDATE inodes SET xattrs = $3, version = version + 1, changed_at = $4
-			WHERE account = $1 AND id = $2`, account, id[:], xattrs, nanos(now)); err != nil {
-			return dbErr("set extended attributes", err)
-		}
-		in.Xattrs, in.Version, in.ChangedAt = xattrs, in.Version+1, fromNanos(nanos(now))
-		return recordChange(d, account, origin, now, changed{inode: id})
-	})
-	if err != nil {
-		return Inode{}, err
-	}
-	return in, nil
+	return s.setSealed(ctx, account, id, ifVersion, "xattrs", xattrs, func(in *Inode) { in.Xattrs = xattrs })
 }
 
 // SetAttr implements Namespace.
@@ -416,6 +392,15 @@ func (s *SQLite) SetAttr(ctx context.Context, account int64, id ID, ifVersion in
 	if err := checkSize("attributes", attr, MaxSealedSize); err != nil {
 		return Inode{}, err
 	}
+	attr = blob(attr)
+	return s.setSealed(ctx, account, id, ifVersion, "attr", attr, func(in *Inode) { in.Attr = attr })
+}
+
+// setSealed replaces one sealed column of an inode (column is a constant
+// of this package, never input), conditionally on ifVersion, bumps the
+// version and records the change; set applies the value to the returned
+// inode.
+func (s *SQLite) setSealed(ctx context.Context, account int64, id ID, ifVersion int64, column string, value []byte, set func(*Inode)) (Inode, error) {
 	if ifVersion < 0 {
 		return Inode{}, fmt.Errorf("%w: version %d", ErrInvalid, ifVersion)
 	}
@@ -430,11 +415,12 @@ func (s *SQLite) SetAttr(ctx context.Context, account int64, id ID, ifVersion in
 		if ifVersion != 0 && in.Version != ifVersion {
 			return &VersionMismatchError{ID: id, Current: in.Version, Wanted: ifVersion}
 		}
-		if _, err := d.exec(`UPDATE inodes SET attr = $3, version = version + 1, changed_at = $4
-			WHERE account = $1 AND id = $2`, account, id[:], blob(attr), nanos(now)); err != nil {
-			return dbErr("set attributes", err)
+		if _, err := d.exec(`UPDATE inodes SET `+column+` = $3, version = version + 1, changed_at = $4
+			WHERE account = $1 AND id = $2`, account, id[:], value, nanos(now)); err != nil {
+			return dbErr("set "+column, err)
 		}
-		in.Attr, in.Version, in.ChangedAt = blob(attr), in.Version+1, fromNanos(nanos(now))
+		set(&in)
+		in.Version, in.ChangedAt = in.Version+1, fromNanos(nanos(now))
 		return recordChange(d, account, origin, now, changed{inode: id})
 	})
 	if err != nil {
