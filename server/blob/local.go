@@ -51,6 +51,8 @@ type Local struct {
 	// write writes a temporary file's contents; tests replace it to inject
 	// failures a real disk cannot be made to produce on demand.
 	write func(f *os.File, p []byte) (int, error)
+	// noDirect is set once the filesystem refused O_DIRECT (direct.go).
+	noDirect atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -240,9 +242,19 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) error {
 // writeTemp writes, fsyncs and closes a temporary file. The fsync comes
 // before the rename so the new name can never point at unwritten data.
 func (l *Local) writeTemp(f *os.File, data []byte) error {
-	if _, err := l.write(f, data); err != nil {
-		f.Close()
-		return err
+	done := false
+	if len(data) >= directMin && !l.noDirect.Load() {
+		var err error
+		if done, err = l.writeDirect(f, data); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if !done {
+		if _, err := l.write(f, data); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		// Delayed allocation means ENOSPC may only show up here.

@@ -1,0 +1,5 @@
+package blob
+
+import "syscall"
+
+const oDirect = syscall.O_DIRECT
