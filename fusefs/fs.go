@@ -146,6 +146,10 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		DisableXAttrs: true,
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
+		// Read answers are bytes in memory, never file descriptors to
+		// splice from; go-fuse's splice attempt would only cost three
+		// system calls on a pipe per read before falling back to writev.
+		DisableSplice: true,
 		Options:       []string{"default_permissions"},
 	}
 	if f.ro {
