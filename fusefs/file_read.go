@@ -51,18 +51,26 @@ const (
 // readers is the mount-wide state of reading.
 type readers struct {
 	fillSem chan struct{} // bounds concurrent fill downloads
+	pushSem chan struct{} // bounds concurrent pushes into the page cache
 	waiting atomic.Int32  // reads waiting for a chunk download
-	filling atomic.Int32  // files with a fill running (for tests)
 }
 
 func newReaders() *readers {
-	return &readers{fillSem: make(chan struct{}, fillFetches)}
+	return &readers{fillSem: make(chan struct{}, fillFetches), pushSem: make(chan struct{}, pushMax)}
+}
+
+// readOpts are what a read of a handle does besides copying bytes.
+type readOpts struct {
+	keep  bool   // a chunk it downloads goes into the chunk cache
+	push  bool   // the parts of opened blocks it did not ask for go to the page cache
+	epoch uint64 // the page gate's epoch when the read started
 }
 
 // read fills dest from offset off of the file: dirty buffers first, then
 // sealed chunks, opening only the blocks the range touches.
 func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) {
 	cs := st.chunkSize()
+	o := readOpts{push: true, epoch: n.pages.epoch.Load()}
 	n.mu.Lock()
 	size := st.size
 	sequential := off >= st.readEnd-seqSlack && off <= st.readEnd+seqSlack
@@ -80,7 +88,7 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 		return 0, 0
 	}
 	end := min(off+int64(len(dest)), size)
-	keep := !sequential || !n.tooBigToCache(st)
+	o.keep = !sequential || !n.tooBigToCache(st)
 	for pos := off; pos < end; {
 		i := int(pos / cs)
 		a := int(pos - int64(i)*cs)
@@ -95,7 +103,7 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 		} else {
 			e := st.entryAt(i)
 			n.mu.Unlock()
-			if err := n.readEntryKeep(st, i, e, out, a, keep); err != nil {
+			if err := n.readEntryWith(st, i, e, out, a, o); err != nil {
 				return 0, n.fsys.fail("read", n.path(), err)
 			}
 		}
@@ -105,7 +113,7 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 	st.readEnd = end
 	n.mu.Unlock()
 	if sequential {
-		n.prefetch(st, int(end/cs), keep)
+		n.prefetch(st, int(end/cs), o.keep)
 	}
 	if fill {
 		n.startFill(st, int(off/cs))
@@ -125,12 +133,11 @@ func (n *node) tooBigToCache(st *fileState) bool {
 // readEntry copies chunk i's content from byte a into dst. Bytes past the
 // entry's valid length read as zeros.
 func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error {
-	return n.readEntryKeep(st, i, e, dst, a, true)
+	return n.readEntryWith(st, i, e, dst, a, readOpts{keep: true})
 }
 
-// readEntryKeep is readEntry; keep says whether a chunk it must download
-// goes into the chunk cache.
-func (n *node) readEntryKeep(st *fileState, i int, e entry, dst []byte, a int, keep bool) error {
+// readEntryWith is readEntry, doing what o says besides.
+func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o readOpts) error {
 	valid := e.valid
 	if e.id.IsZero() || a >= valid {
 		clear(dst)
@@ -142,13 +149,16 @@ func (n *node) readEntryKeep(st *fileState, i int, e entry, dst []byte, a int, k
 	}
 	hk := hotKey{file: n.id, index: i, id: e.id}
 	if n.fsys.hot.read(hk, dst, a) {
+		if o.push {
+			n.pushFromHot(st, o, hk, i, valid, a, len(dst))
+		}
 		return nil
 	}
 	bs := int(st.layout.BlockSize)
 	sealed := getBuf(bs + crypto.BlockOverhead + int(st.layout.PadUnit))
 	plain := getBuf(bs + int(st.layout.PadUnit))
 	defer putBuf(sealed)
-	defer putBuf(plain)
+	defer func() { putBuf(plain) }()
 	fetched := false
 	for pos := a; pos < a+len(dst); {
 		blk := pos / bs
@@ -160,12 +170,15 @@ func (n *node) readEntryKeep(st *fileState, i int, e entry, dst []byte, a int, k
 		if errors.Is(err, cache.ErrMiss) && !fetched {
 			fetched = true
 			n.fsys.rd.waiting.Add(1)
-			err = n.fetch(st, i, e, fetchRead, keep)
+			err = n.fetch(st, i, e, fetchRead, o.keep)
 			n.fsys.rd.waiting.Add(-1)
 			if err != nil {
 				return err
 			}
 			if n.fsys.hot.read(hk, dst, a) {
+				if o.push {
+					n.pushFromHot(st, o, hk, i, valid, a, len(dst))
+				}
 				return nil
 			}
 			err = n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
@@ -186,8 +199,39 @@ func (n *node) readEntryKeep(st *fileState, i int, e entry, dst []byte, a int, k
 		from := pos - blk*bs
 		c := copy(dst[pos-a:], p[from:])
 		pos += c
+		if o.push && (from > 0 || from+c < len(p)) {
+			// Bytes past the entry's valid length read as zeros,
+			// not as what the block holds.
+			if v := min(len(p), valid-blk*bs); v > 0 {
+				n.pushBlock(st, o.epoch, int64(i)*st.chunkSize()+int64(blk*bs), p[:v], from, from+c, plain)
+				plain = getBuf(bs + int(st.layout.PadUnit))
+			}
+		}
 	}
 	return nil
+}
+
+// pushFromHot pushes the parts of the blocks of chunk i that a read of
+// [a, a+k) served from the hot set touched but did not ask for. valid is
+// the entry's valid length.
+func (n *node) pushFromHot(st *fileState, o readOpts, hk hotKey, i, valid, a, k int) {
+	bs := int(st.layout.BlockSize)
+	for _, blk := range [2]int{a / bs, (a + k - 1) / bs} {
+		start, end := blk*bs, min(blk*bs+bs, valid)
+		from, to := max(a, start)-start, min(a+k, end)-start
+		if end <= start || (from == 0 && to == end-start) {
+			continue
+		}
+		buf := getBuf(bs + int(st.layout.PadUnit))
+		if !n.fsys.hot.read(hk, buf[:end-start], start) {
+			putBuf(buf)
+			return
+		}
+		n.pushBlock(st, o.epoch, int64(i)*st.chunkSize()+int64(start), buf[:end-start], from, to, buf)
+		if a/bs == (a+k-1)/bs {
+			return // one block: the second pass would push it again
+		}
+	}
 }
 
 // fetchCall is one download of a chunk that concurrent readers share.
@@ -376,10 +420,8 @@ func (n *node) startFill(st *fileState, from int) {
 		return
 	}
 	n.fsys.pending.Add(1)
-	n.fsys.rd.filling.Add(1)
 	go func() {
 		defer n.fsys.pending.Done()
-		defer n.fsys.rd.filling.Add(-1)
 		n.fill(st, from)
 	}()
 }

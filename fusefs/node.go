@@ -34,6 +34,8 @@ type node struct {
 	target  string
 	fetched time.Time // when attr last came from the server
 	file    *fileState
+
+	pages pageGate // orders pushes into the kernel's page cache (pagecache.go)
 }
 
 var (

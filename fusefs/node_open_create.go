@@ -24,13 +24,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
+	release := n.pages.hold()
 	st, e := n.loadFile()
 	if e != 0 {
+		release(nil, false)
 		return nil, 0, e
 	}
 	n.mu.Lock()
 	st.opens++
 	n.mu.Unlock()
+	release(st, writable)
 	if trunc {
 		n.truncate(st, 0)
 	}
@@ -61,6 +64,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	st.opens = 1
 	cn.file = st
+	cn.pages.hold()(st, true)
 	cn.fillEntry(out)
 	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(vn.ID)})
 	return in, &handle{n: cn, st: st, writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}, 0, 0
