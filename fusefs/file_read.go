@@ -3,27 +3,92 @@ package fusefs
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/sealfs/sealfs/cache"
 	"github.com/sealfs/sealfs/crypto"
 )
 
-// readahead is how many chunks past a sequential read are fetched ahead.
-const readahead = 4
+// Reading. A read copies from dirty buffers, from the plaintext of chunks
+// downloaded last (hot.go), or opens the 64 KiB blocks it touches out of
+// the sealed chunks in the on-disk cache. A chunk that is nowhere is
+// downloaded, verified as a whole and cached.
+//
+// Two kinds of background fetches hide the download latency:
+//
+//   - readahead: a sequential reader's next chunks, a few at a time;
+//   - fill: once reads of a file jump around, its other chunks, so that
+//     later reads find them in the cache. A fill only stores what fits in
+//     the cache without evicting anything, yields to readers waiting for a
+//     chunk, and stops when the file is closed.
+//
+// A sequential read of a file larger than the whole cache does not store
+// its chunks in it: each would push out a chunk that is worth keeping, and
+// the file itself cannot stay (an LRU cache smaller than a file that is
+// read from start to end never hits). Its chunks live in the hot set only.
+const (
+	// readahead is how many chunks past a sequential read are fetched
+	// ahead; raFetches (fs.go's raSem) how many of them at once.
+	readahead = 8
+	raFetches = 4
+
+	// fillFetches is how many fill downloads run at once in the mount.
+	fillFetches = 2
+
+	// randomTrigger is how many reads in a row that do not follow the
+	// previous one make a file's reads random, which starts a fill.
+	randomTrigger = 3
+
+	// seqSlack is how far from the previous read's end a read may start
+	// and still count as sequential: the kernel's readahead sends the
+	// pieces of a sequential read in parallel, so they arrive out of
+	// order.
+	seqSlack = 4 << 20
+)
+
+// readers is the mount-wide state of reading.
+type readers struct {
+	fillSem chan struct{} // bounds concurrent fill downloads
+	pushSem chan struct{} // bounds concurrent pushes into the page cache
+	waiting atomic.Int32  // reads waiting for a chunk download
+}
+
+func newReaders() *readers {
+	return &readers{fillSem: make(chan struct{}, fillFetches), pushSem: make(chan struct{}, pushMax)}
+}
+
+// readOpts are what a read of a handle does besides copying bytes.
+type readOpts struct {
+	keep  bool   // a chunk it downloads goes into the chunk cache
+	push  bool   // the parts of opened blocks it did not ask for go to the page cache
+	epoch uint64 // the page gate's epoch when the read started
+}
 
 // read fills dest from offset off of the file: dirty buffers first, then
 // sealed chunks, opening only the blocks the range touches.
 func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) {
 	cs := st.chunkSize()
+	o := readOpts{push: true, epoch: n.pages.epoch.Load()}
 	n.mu.Lock()
 	size := st.size
-	sequential := off == st.readEnd
+	sequential := off >= st.readEnd-seqSlack && off <= st.readEnd+seqSlack
+	if sequential {
+		st.randomRun = 0
+	} else {
+		st.randomRun++
+	}
+	fill := st.randomRun >= randomTrigger && !st.fillStarted
+	if fill {
+		st.fillStarted = true
+	}
 	n.mu.Unlock()
 	if off >= size {
 		return 0, 0
 	}
 	end := min(off+int64(len(dest)), size)
+	o.keep = !sequential || !n.tooBigToCache(st)
 	for pos := off; pos < end; {
 		i := int(pos / cs)
 		a := int(pos - int64(i)*cs)
@@ -38,7 +103,7 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 		} else {
 			e := st.entryAt(i)
 			n.mu.Unlock()
-			if err := n.readEntry(st, i, e, out, a); err != nil {
+			if err := n.readEntryWith(st, i, e, out, a, o); err != nil {
 				return 0, n.fsys.fail("read", n.path(), err)
 			}
 		}
@@ -48,14 +113,31 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 	st.readEnd = end
 	n.mu.Unlock()
 	if sequential {
-		n.prefetch(st, int(end/cs))
+		n.prefetch(st, int(end/cs), o.keep)
+	}
+	if fill {
+		n.startFill(st, int(off/cs))
 	}
 	return int(end - off), 0
+}
+
+// tooBigToCache reports whether the file's sealed chunks exceed the whole
+// chunk cache.
+func (n *node) tooBigToCache(st *fileState) bool {
+	n.mu.Lock()
+	count := st.count()
+	n.mu.Unlock()
+	return int64(count)*int64(st.layout.MaxSealedChunkSize()) > n.fsys.chunks.Max()
 }
 
 // readEntry copies chunk i's content from byte a into dst. Bytes past the
 // entry's valid length read as zeros.
 func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error {
+	return n.readEntryWith(st, i, e, dst, a, readOpts{keep: true})
+}
+
+// readEntryWith is readEntry, doing what o says besides.
+func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o readOpts) error {
 	valid := e.valid
 	if e.id.IsZero() || a >= valid {
 		clear(dst)
@@ -67,13 +149,16 @@ func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error
 	}
 	hk := hotKey{file: n.id, index: i, id: e.id}
 	if n.fsys.hot.read(hk, dst, a) {
+		if o.push {
+			n.pushFromHot(st, o, hk, i, valid, a, len(dst))
+		}
 		return nil
 	}
 	bs := int(st.layout.BlockSize)
 	sealed := getBuf(bs + crypto.BlockOverhead + int(st.layout.PadUnit))
 	plain := getBuf(bs + int(st.layout.PadUnit))
 	defer putBuf(sealed)
-	defer putBuf(plain)
+	defer func() { putBuf(plain) }()
 	fetched := false
 	for pos := a; pos < a+len(dst); {
 		blk := pos / bs
@@ -84,17 +169,23 @@ func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error
 		err := n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
 		if errors.Is(err, cache.ErrMiss) && !fetched {
 			fetched = true
-			if err = n.fetch(st, i, e); err != nil {
+			n.fsys.rd.waiting.Add(1)
+			err = n.fetch(st, i, e, fetchRead, o.keep)
+			n.fsys.rd.waiting.Add(-1)
+			if err != nil {
 				return err
 			}
 			if n.fsys.hot.read(hk, dst, a) {
+				if o.push {
+					n.pushFromHot(st, o, hk, i, valid, a, len(dst))
+				}
 				return nil
 			}
 			err = n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
 		}
 		if errors.Is(err, cache.ErrMiss) {
-			// The cache could not keep it (too small): read the
-			// chunk directly.
+			// Neither the hot set nor the cache could keep it: read
+			// the chunk directly.
 			return n.readUncached(st, i, e, dst, a)
 		}
 		if err != nil {
@@ -108,23 +199,75 @@ func (n *node) readEntry(st *fileState, i int, e entry, dst []byte, a int) error
 		from := pos - blk*bs
 		c := copy(dst[pos-a:], p[from:])
 		pos += c
+		if o.push && (from > 0 || from+c < len(p)) {
+			// Bytes past the entry's valid length read as zeros,
+			// not as what the block holds.
+			if v := min(len(p), valid-blk*bs); v > 0 {
+				n.pushBlock(st, o.epoch, int64(i)*st.chunkSize()+int64(blk*bs), p[:v], from, from+c, plain)
+				plain = getBuf(bs + int(st.layout.PadUnit))
+			}
+		}
 	}
 	return nil
 }
 
-// fetchCall is one download of a chunk that concurrent readers share.
-type fetchCall struct {
-	done chan struct{}
-	err  error
+// pushFromHot pushes the parts of the blocks of chunk i that a read of
+// [a, a+k) served from the hot set touched but did not ask for. valid is
+// the entry's valid length.
+func (n *node) pushFromHot(st *fileState, o readOpts, hk hotKey, i, valid, a, k int) {
+	bs := int(st.layout.BlockSize)
+	for _, blk := range [2]int{a / bs, (a + k - 1) / bs} {
+		start, end := blk*bs, min(blk*bs+bs, valid)
+		from, to := max(a, start)-start, min(a+k, end)-start
+		if end <= start || (from == 0 && to == end-start) {
+			continue
+		}
+		buf := getBuf(bs + int(st.layout.PadUnit))
+		if !n.fsys.hot.read(hk, buf[:end-start], start) {
+			putBuf(buf)
+			return
+		}
+		n.pushBlock(st, o.epoch, int64(i)*st.chunkSize()+int64(start), buf[:end-start], from, to, buf)
+		if a/bs == (a+k-1)/bs {
+			return // one block: the second pass would push it again
+		}
+	}
 }
 
+// fetchCall is one download of a chunk that concurrent readers share.
+type fetchCall struct {
+	done    chan struct{}
+	err     error
+	waiters atomic.Int32
+}
+
+// fetchMode says who a download is for.
+type fetchMode int
+
+const (
+	fetchRead  fetchMode = iota // a reader waits for it
+	fetchAhead                  // readahead of a sequential reader
+	fetchFill                   // the fill of a randomly read file
+)
+
+// errCacheFull ends a fill: the chunk cache has no room left.
+var errCacheFull = errors.New("chunk cache full")
+
 // fetch downloads chunk i, verifies its transfer HMAC and then every
-// block against the manifest entry, and stores it sealed in the cache.
-func (n *node) fetch(st *fileState, i int, e entry) error {
+// block against the manifest entry, and stores it sealed in the cache
+// (unless keep is false). A read or readahead also keeps its plaintext in
+// the hot set. A fill stores the chunk only where it fits without
+// evicting, and returns errCacheFull when it does not; it does not wait
+// for a download that is already running.
+func (n *node) fetch(st *fileState, i int, e entry, mode fetchMode, keep bool) error {
 	f := n.fsys
 	f.fetchMu.Lock()
 	if c := f.fetches[e.id]; c != nil {
 		f.fetchMu.Unlock()
+		if mode == fetchFill {
+			return nil
+		}
+		c.waiters.Add(1)
 		<-c.done
 		return c.err
 	}
@@ -143,15 +286,51 @@ func (n *node) fetch(st *fileState, i int, e entry) error {
 		finish(err)
 		return err
 	}
+	hk := hotKey{file: n.id, index: i, id: e.id}
+	if mode == fetchFill {
+		// Readers that came for this chunk meanwhile get it from the hot
+		// set at once; otherwise the plaintext is not kept, so a fill
+		// does not push out the chunks sequential readers need.
+		if c.waiters.Load() > 0 {
+			f.hot.put(hk, plainBuf, p)
+			plainBuf = nil
+		}
+		stored, perr := f.chunks.PutIfRoom(e.id, sealed)
+		if !stored && plainBuf != nil {
+			f.hot.put(hk, plainBuf, p) // for readers that come now
+			plainBuf = nil
+		}
+		if plainBuf != nil {
+			putBuf(plainBuf)
+		}
+		putBuf(sealed)
+		finish(nil)
+		switch {
+		case perr != nil:
+			return fmt.Errorf("chunk cache: %w", perr)
+		case !stored:
+			return errCacheFull
+		}
+		return nil
+	}
 	// Readers waiting for this chunk go on as soon as its plaintext is in
 	// memory; the copy into the on-disk cache is only for later reads.
-	f.hot.put(hotKey{file: n.id, index: i, id: e.id}, plainBuf, p)
+	f.hot.put(hk, plainBuf, p)
 	finish(nil)
-	if perr := f.chunks.Put(e.id, sealed); perr != nil {
-		f.log.Warn("chunk cache", "err", perr)
+	if keep {
+		if perr := f.chunks.Put(e.id, sealed); perr != nil {
+			f.log.Warn("chunk cache", "err", perr)
+		}
 	}
 	putBuf(sealed)
 	return nil
+}
+
+// fetching reports whether a download of the chunk is running.
+func (f *FS) fetching(id crypto.ID) bool {
+	f.fetchMu.Lock()
+	defer f.fetchMu.Unlock()
+	return f.fetches[id] != nil
 }
 
 // download fetches and fully verifies chunk i. It returns the sealed chunk
@@ -188,19 +367,34 @@ func (n *node) readUncached(st *fileState, i int, e entry, dst []byte, a int) er
 	return nil
 }
 
+// present reports whether chunk i needs no download: a hole, dirty, hot,
+// cached or being downloaded. It returns the entry to fetch otherwise;
+// ok is false past the file's end.
+func (n *node) present(st *fileState, i int) (e entry, skip, ok bool) {
+	n.mu.Lock()
+	if i >= st.count() {
+		n.mu.Unlock()
+		return entry{}, true, false
+	}
+	dirty := st.dirty[i] != nil
+	e = st.entryAt(i)
+	n.mu.Unlock()
+	skip = dirty || e.id.IsZero() ||
+		n.fsys.hot.has(hotKey{file: n.id, index: i, id: e.id}) ||
+		n.fsys.chunks.Contains(e.id) || n.fsys.fetching(e.id)
+	return e, skip, true
+}
+
 // prefetch fetches, in the background, the chunks a sequential reader will
 // want next, so downloads overlap its reads. It never waits: when the
 // readahead slots are busy it does nothing.
-func (n *node) prefetch(st *fileState, from int) {
+func (n *node) prefetch(st *fileState, from int, keep bool) {
 	for i := from; i < from+readahead; i++ {
-		n.mu.Lock()
-		if i >= st.count() || st.dirty[i] != nil {
-			n.mu.Unlock()
+		e, skip, ok := n.present(st, i)
+		if !ok {
 			return
 		}
-		e := st.entryAt(i)
-		n.mu.Unlock()
-		if e.id.IsZero() || n.fsys.hot.has(hotKey{file: n.id, index: i, id: e.id}) || n.fsys.chunks.Has(e.id) {
+		if skip {
 			continue
 		}
 		select {
@@ -212,8 +406,87 @@ func (n *node) prefetch(st *fileState, from int) {
 		go func() {
 			defer n.fsys.pending.Done()
 			defer func() { <-n.fsys.raSem }()
-			if err := n.fetch(st, i, e); err != nil {
+			if err := n.fetch(st, i, e, fetchAhead, keep); err != nil {
 				n.fsys.logError("readahead", n.path(), err)
+			}
+		}()
+	}
+}
+
+// startFill starts fetching, in the background, the chunks of a randomly
+// read file that are not cached yet, from chunk from on (wrapping around).
+func (n *node) startFill(st *fileState, from int) {
+	if n.fsys.chunks.Room() < int64(st.layout.MaxSealedChunkSize()) {
+		return
+	}
+	n.fsys.pending.Add(1)
+	go func() {
+		defer n.fsys.pending.Done()
+		n.fill(st, from)
+	}()
+}
+
+// fill is startFill's loop. It stops when the file is closed or replaced,
+// the mount shuts down, the cache is full or a download fails.
+func (n *node) fill(st *fileState, from int) {
+	f := n.fsys
+	var stop atomic.Bool
+	done := make(chan struct{}, fillFetches)
+	running := 0
+	defer func() {
+		for ; running > 0; running-- {
+			<-done
+		}
+	}()
+	n.mu.Lock()
+	count := st.count()
+	n.mu.Unlock()
+	chunk := int64(st.layout.MaxSealedChunkSize())
+	for k := 0; k < count && !stop.Load(); k++ {
+		i := (from + k) % count
+		n.mu.Lock()
+		open := st.opens > 0 && n.file == st
+		n.mu.Unlock()
+		if !open {
+			return
+		}
+		e, skip, ok := n.present(st, i)
+		if !ok {
+			return // truncated meanwhile
+		}
+		if skip {
+			continue
+		}
+		if f.chunks.Room() < chunk {
+			return
+		}
+		// Readers waiting for a download go first.
+		for f.rd.waiting.Load() > 0 {
+			select {
+			case <-f.stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+		if running == fillFetches {
+			<-done
+			running--
+		}
+		select {
+		case f.rd.fillSem <- struct{}{}:
+		case <-f.stop:
+			return
+		}
+		running++
+		go func() {
+			defer func() { <-f.rd.fillSem; done <- struct{}{} }()
+			err := n.fetch(st, i, e, fetchFill, true)
+			switch {
+			case errors.Is(err, errCacheFull):
+				stop.Store(true)
+			case err != nil:
+				stop.Store(true)
+				f.logError("background fetch", n.path(), err)
 			}
 		}()
 	}

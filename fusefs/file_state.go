@@ -46,7 +46,11 @@ type fileState struct {
 	idle     *sync.Cond
 	opens    int
 	readEnd  int64 // where the last read ended, to detect sequential reads
-	lastErr  error
+	// randomRun counts reads in a row that did not follow the previous
+	// one; fillStarted is set once a fill of the file started.
+	randomRun   int
+	fillStarted bool
+	lastErr     error
 }
 
 // newFileState builds the state of a file's committed version m.

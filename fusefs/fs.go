@@ -72,6 +72,7 @@ type FS struct {
 	fetchMu sync.Mutex
 	fetches map[crypto.ID]*fetchCall
 	hot     *hotChunks // plaintext of the chunks downloaded last
+	rd      *readers   // background fetches for random readers
 
 	mu      sync.Mutex
 	dirty   map[*node]struct{} // files with uncommitted data
@@ -120,7 +121,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	f := &FS{
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log,
-		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, 4),
+		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, raFetches), rd: newReaders(),
 		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotChunksMax), dirty: map[*node]struct{}{},
 		stop: make(chan struct{}), nodes: map[crypto.ID]*node{},
 	}
@@ -150,7 +151,11 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		AllowOther:   allowOther,
 		MaxWrite:     1 << 20,
 		MaxReadAhead: 1 << 20,
-		Options:      []string{"default_permissions"},
+		// Read answers are bytes in memory, never file descriptors to
+		// splice from; go-fuse's splice attempt would only cost three
+		// system calls on a pipe per read before falling back to writev.
+		DisableSplice: true,
+		Options:       []string{"default_permissions"},
 	}
 	if f.ro {
 		mo.Options = append(mo.Options, "ro")

@@ -44,7 +44,9 @@ type hotChunk struct {
 
 // hotChunksMax bounds the memory: readahead fetches plus the chunk being
 // read, for a few concurrent sequential readers (1 MiB each by default).
-const hotChunksMax = 16
+// A sequential reader of a file too big for the chunk cache finds its
+// chunks only here, so it must hold several readahead windows.
+const hotChunksMax = 32
 
 func newHotChunks(max int) *hotChunks {
 	return &hotChunks{max: max, entries: map[hotKey]*hotChunk{}}

@@ -44,6 +44,8 @@ type node struct {
 	// maxGen is the highest generation of the file seen: a server that
 	// answers with a lower one is rolling the file back.
 	maxGen uint64
+
+	pages pageGate // orders pushes into the kernel's page cache (pagecache.go)
 }
 
 // pendingCreate is where a file this mount created will be created on the

@@ -26,13 +26,16 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
+	release := n.pages.hold()
 	st, e := n.loadFile()
 	if e != 0 {
+		release(nil, false)
 		return nil, 0, e
 	}
 	n.mu.Lock()
 	st.opens++
 	n.mu.Unlock()
+	release(st, writable)
 	if trunc {
 		n.truncate(st, 0)
 	}
@@ -64,6 +67,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	st.changed = true
 	cn.file = st
 	n.fsys.markDirty(cn, true)
+	cn.pages.hold()(st, true)
 	cn.fillEntry(out)
 	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(id)})
 	n.fsys.adopt(in)

@@ -35,11 +35,14 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		case wire.TypeSymlink:
 			return syscall.EINVAL
 		}
+		release := n.pages.hold()
 		st, e := n.loadFile()
 		if e != 0 {
+			release(nil, false)
 			return e
 		}
 		n.truncate(st, int64(sz))
+		release(nil, false)
 		sized = true
 	}
 	meta := in.Valid&metaBits != 0
