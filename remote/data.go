@@ -44,7 +44,7 @@ func (c *Client) GetChunk(ctx context.Context, ref crypto.ChunkRef, tm *crypto.T
 	hdr := http.Header{}
 	r := &request{
 		method: http.MethodGet, path: "/chunks/" + ref.ID.String(), auth: true,
-		raw: &buf, rawLimit: maxSealedChunk, respHeader: &hdr,
+		raw: &buf, rawLimit: maxSealedChunk, respHeader: &hdr, bulk: true,
 	}
 	if err := c.do(ctx, r); err != nil {
 		return nil, err
