@@ -26,7 +26,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	release := n.pages.hold()
+	release := n.holdPages()
 	st, e := n.loadFile()
 	if e != 0 {
 		release(nil, false)
@@ -35,11 +35,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	n.mu.Lock()
 	st.opens++
 	n.mu.Unlock()
-	release(st, writable)
+	keep := release(st, writable)
 	if trunc {
 		n.truncate(st, 0)
 	}
-	return &handle{n: n, st: st, writable: writable}, 0, 0
+	return &handle{n: n, st: st, writable: writable}, keep, 0
 }
 
 // Create makes a new, empty file and opens it. Nothing is sent yet: the
@@ -67,7 +67,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	st.changed = true
 	cn.file = st
 	n.fsys.markDirty(cn, true)
-	cn.pages.hold()(st, true)
+	cn.holdPages()(st, true)
 	cn.fillEntry(out)
 	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino(id)})
 	n.fsys.adopt(in)

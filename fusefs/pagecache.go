@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
 )
 
 // Handing the rest of an opened block to the kernel's page cache.
@@ -31,25 +33,50 @@ import (
 // kernel; opens and truncates take it exclusively, so no push started
 // before them completes after them, and they change epoch, so no push of
 // bytes read before them starts after them.
+//
+// The gate also remembers which committed version the kernel's cache of
+// the file may hold, so that an open of the same version keeps it
+// (FOPEN_KEEP_CACHE) and repeated reads of an unchanged file never reach
+// the mount. Everything this mount changes in a file passes through that
+// cache (writes are written through it, truncates cut it), and a version
+// is one commit: only versions differ, and a different version, or a
+// state with changes not committed yet, makes the open drop the cache.
 type pageGate struct {
 	mu      sync.RWMutex
 	epoch   atomic.Uint64
 	tainted *fileState // a writable handle was opened on it: no pushes from it; guarded by mu
+	cached  uint64     // generation the kernel's cache may hold, 0 if unknown; guarded by mu
 }
 
-// hold takes the gate for an open or a truncate: pushes running finish
-// first, none starts until the returned function is called, and none of
-// bytes read before starts after. The function releases the gate; given
-// the state a writable handle was opened on, it stops pushes from that
-// state for good. hold must not be called with the node's mu held.
-func (g *pageGate) hold() func(st *fileState, writable bool) {
+// holdPages takes the gate for an open or a truncate: pushes running
+// finish first, none starts until the returned function is called, and
+// none of bytes read before starts after. The function releases the gate;
+// given the state the open loaded it returns the open's flags, and a
+// writable open stops pushes from that state for good. holdPages must not
+// be called with the node's mu held.
+func (n *node) holdPages() func(st *fileState, writable bool) uint32 {
+	g := &n.pages
 	g.mu.Lock()
 	g.epoch.Add(1)
-	return func(st *fileState, writable bool) {
+	return func(st *fileState, writable bool) (flags uint32) {
+		defer g.mu.Unlock()
+		if st == nil {
+			return 0
+		}
 		if writable {
 			g.tainted = st
 		}
-		g.mu.Unlock()
+		n.mu.Lock()
+		gen, unchanged := st.gen, !st.pinned()
+		n.mu.Unlock()
+		if unchanged && gen != 0 && gen == g.cached {
+			flags = fuse.FOPEN_KEEP_CACHE
+		}
+		g.cached = 0
+		if unchanged {
+			g.cached = gen
+		}
+		return flags
 	}
 }
 

@@ -35,7 +35,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		case wire.TypeSymlink:
 			return syscall.EINVAL
 		}
-		release := n.pages.hold()
+		release := n.holdPages()
 		st, e := n.loadFile()
 		if e != 0 {
 			release(nil, false)

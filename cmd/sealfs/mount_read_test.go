@@ -474,3 +474,86 @@ func (c *coherence) truncate(size int) {
 		c.fatalf("size after truncate %d: %v %v", size, fi.Size(), err)
 	}
 }
+
+// An open of an unchanged file keeps what the kernel cached of it; an open
+// after another client replaced it (same size, other bytes) drops it, and
+// so does one after this mount changed it.
+func TestMountReadKeepCache(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	want := writeRandom(t, a.path("k.bin"), 1<<20)
+	a.remountCold()
+	if got, err := os.ReadFile(a.path("k.bin")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("first read: %v", err)
+	}
+	resident := func() int {
+		f, err := os.Open(a.path("k.bin"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		n := 0
+		for _, r := range residentPages(t, f, 0, 1<<20) {
+			if r {
+				n++
+			}
+		}
+		return n
+	}
+	// The open the first read made recorded the version; this one keeps
+	// the pages.
+	if n := resident(); n != 256 {
+		t.Fatalf("%d of 256 pages cached after reopening an unchanged file", n)
+	}
+
+	// Another client writes other bytes of the same size and sets the
+	// old mtime back, so that the kernel's own check (size and mtime)
+	// sees no change.
+	fi, err := os.Stat(a.path("k.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	other := make([]byte, len(want))
+	copy(other, want)
+	for i := 0; i < len(other); i += 4096 {
+		other[i] ^= 0xff
+	}
+	if err := os.WriteFile(b.path("k.bin"), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(b.path("k.bin"), fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // A's attribute cache expires
+	if fi2, err := os.Stat(a.path("k.bin")); err != nil || !fi2.ModTime().Equal(fi.ModTime()) || fi2.Size() != fi.Size() {
+		t.Fatalf("A sees %v %v, want the old size and mtime", fi2, err)
+	}
+	eventually(t, "A reads B's bytes", func() bool {
+		got, _ := os.ReadFile(a.path("k.bin"))
+		return bytes.Equal(got, other)
+	})
+
+	// This mount's own change.
+	f, err := os.OpenFile(a.path("k.bin"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("local"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	copy(other[4096:], "local")
+	if got, err := os.ReadFile(a.path("k.bin")); err != nil || !bytes.Equal(got, other) {
+		t.Fatalf("read after a local write: %v", err)
+	}
+	if got, err := os.ReadFile(b.path("k.bin")); err == nil && !bytes.Equal(got, other) {
+		eventually(t, "B reads A's write", func() bool {
+			got, _ := os.ReadFile(b.path("k.bin"))
+			return bytes.Equal(got, other)
+		})
+	}
+}
