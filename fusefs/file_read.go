@@ -24,6 +24,9 @@ import (
 //     the cache without evicting anything, yields to readers waiting for a
 //     chunk, and stops when the file is closed.
 //
+// A read that needs only part of a block hands the rest of it to the
+// kernel's page cache (pagecache.go).
+//
 // A sequential read of a file larger than the whole cache does not store
 // its chunks in it: each would push out a chunk that is worth keeping, and
 // the file itself cannot stay (an LRU cache smaller than a file that is
