@@ -55,8 +55,18 @@ type entry struct {
 }
 
 // DefaultMaxOpen is how many cached chunk files stay open by default:
-// enough for every chunk of a 1 GiB cache of 1 MiB chunks.
+// enough for every chunk of a 1 GiB cache of 1 MiB chunks. A quarter of
+// the process's file descriptor limit caps it.
 const DefaultMaxOpen = 1024
+
+// defaultMaxOpen is DefaultMaxOpen within a quarter of the descriptor
+// limit (fileLimit, 0 when unknown).
+func defaultMaxOpen() int {
+	if lim := fileLimit(); lim > 0 && lim < 4*DefaultMaxOpen {
+		return max(int(lim/4), 1)
+	}
+	return DefaultMaxOpen
+}
 
 // OpenChunks opens (creating) a chunk cache in dir holding at most maxBytes.
 // Existing chunks are kept, oldest-modified evicted first.
@@ -68,7 +78,7 @@ func OpenChunks(dir string, maxBytes int64) (*Chunks, error) {
 		return nil, err
 	}
 	c := &Chunks{dir: dir, max: maxBytes, lru: list.New(), items: map[crypto.ID]*list.Element{},
-		open: list.New(), maxOpen: DefaultMaxOpen}
+		open: list.New(), maxOpen: defaultMaxOpen()}
 	type found struct {
 		id    crypto.ID
 		size  int64

@@ -45,8 +45,9 @@ type hotChunk struct {
 // hotChunksMax bounds the memory: readahead fetches plus the chunk being
 // read, for a few concurrent sequential readers (1 MiB each by default).
 // A sequential reader of a file too big for the chunk cache finds its
-// chunks only here, so it must hold several readahead windows.
-const hotChunksMax = 32
+// chunks only here, so it must hold more than a readahead window (two
+// such readers at once).
+const hotChunksMax = 2 * readahead
 
 func newHotChunks(max int) *hotChunks {
 	return &hotChunks{max: max, entries: map[hotKey]*hotChunk{}}
