@@ -159,6 +159,28 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	return st, 0
 }
 
+// loadFileHeld is loadFile with a descriptor count taken on the state
+// returned, under the same lock that checks it is still the node's: the
+// last release of an earlier descriptor runs dropIfIdle without opMu, and
+// could otherwise discard the state between loadFile and its use, leaving
+// the caller with a state nobody commits or reads. The caller holds opMu
+// and gives the count back (a descriptor's release does).
+func (n *node) loadFileHeld() (*fileState, syscall.Errno) {
+	for {
+		st, e := n.loadFile()
+		if e != 0 {
+			return nil, e
+		}
+		n.mu.Lock()
+		if n.file == st {
+			st.opens++
+			n.mu.Unlock()
+			return st, 0
+		}
+		n.mu.Unlock()
+	}
+}
+
 // newFile returns the state of a file this mount just created: empty, never
 // committed.
 func (n *node) newFile() (*fileState, error) {

@@ -27,14 +27,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
 	release := n.holdPages()
-	st, e := n.loadFile()
+	st, e := n.loadFileHeld()
 	if e != 0 {
 		release(nil, false)
 		return nil, 0, e
 	}
-	n.mu.Lock()
-	st.opens++
-	n.mu.Unlock()
 	keep := release(st, writable)
 	if trunc {
 		n.truncate(st, 0)

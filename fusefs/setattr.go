@@ -36,12 +36,16 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return syscall.EINVAL
 		}
 		release := n.holdPages()
-		st, e := n.loadFile()
+		st, e := n.loadFileHeld()
 		if e != 0 {
 			release(nil, false)
 			return e
 		}
 		n.truncate(st, int64(sz))
+		// The truncate pinned the state (it has changes); the hold can go.
+		n.mu.Lock()
+		st.opens--
+		n.mu.Unlock()
 		release(nil, false)
 		sized = true
 	}
