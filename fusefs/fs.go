@@ -92,6 +92,7 @@ type FS struct {
 	nodes         map[crypto.ID]*node // the inodes the kernel knows, by ID
 	following     atomic.Bool         // the change feed is followed and current
 	invalidations atomic.Uint64       // batches of invalidations so far
+	cursor        int64               // the feed's cursor when New returned (-1: none)
 }
 
 // New returns the filesystem of opts.Vault. Call Root for the go-fuse root
@@ -127,6 +128,14 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
+	// The change feed's cursor is taken before anything is fetched, so
+	// the first poll reports every change made since by other clients
+	// and nothing fetched needs to be dropped at start. Without it the
+	// first poll starts the feed and drops everything (see poll).
+	f.cursor = -1
+	if ch, err := f.v.Client().Changes(rctx, -1, 0); err == nil {
+		f.cursor = ch.Seq
+	}
 	rn, err := f.v.Root(rctx)
 	if err != nil {
 		return nil, fmt.Errorf("reading the root directory: %w", err)

@@ -27,7 +27,7 @@ func (f *FS) Watch() {
 func (f *FS) watch() {
 	c := f.v.Client()
 	me := wire.HexID(c.ClientID())
-	cursor := int64(-1)
+	cursor := f.cursor
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	stopped, cancel := context.WithCancel(context.Background())
