@@ -137,7 +137,11 @@ func (s *testServer) admin(args ...string) string {
 }
 
 // chunkBytesIn reads the server's counter of sealed chunk bytes received.
-func (s *testServer) chunkBytesIn() float64 {
+func (s *testServer) chunkBytesIn() float64 { return s.chunkBytes("in") }
+
+// chunkBytes reads the server's counter of sealed chunk bytes in direction
+// dir ("in" or "out") from its metrics endpoint.
+func (s *testServer) chunkBytes(dir string) float64 {
 	s.t.Helper()
 	out, err := exec.Command("curl", "-s", "http://"+s.metrics+"/metrics").Output()
 	if err != nil {
@@ -145,7 +149,7 @@ func (s *testServer) chunkBytesIn() float64 {
 	}
 	var v float64
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "sealfs_chunk_bytes_total{") && strings.Contains(line, `"in"`) {
+		if strings.HasPrefix(line, "sealfs_chunk_bytes_total{") && strings.Contains(line, `"`+dir+`"`) {
 			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
 		}
 	}

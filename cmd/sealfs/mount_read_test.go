@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -57,20 +56,7 @@ func waitCached(t *testing.T, dir string, want int) {
 }
 
 // chunkBytesOut reads the server's counter of sealed chunk bytes sent.
-func (s *testServer) chunkBytesOut() float64 {
-	s.t.Helper()
-	out, err := exec.Command("curl", "-s", "http://"+s.metrics+"/metrics").Output()
-	if err != nil {
-		s.t.Skipf("curl for metrics: %v", err)
-	}
-	var v float64
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "sealfs_chunk_bytes_total{") && strings.Contains(line, `"out"`) {
-			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
-		}
-	}
-	return v
-}
+func (s *testServer) chunkBytesOut() float64 { return s.chunkBytes("out") }
 
 // preadAt reads len(p) bytes at off and checks them against want.
 func preadAt(t *testing.T, f *os.File, want []byte, off int64, n int) {
