@@ -35,6 +35,7 @@ type SQLite struct {
 	wdb       *sql.DB
 	rstmts    *stmtCache
 	w         *writer
+	cp        *checkpointer
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -123,7 +124,16 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("meta: open %s: %w", abs, err)
 	}
-	return &SQLite{rdb: rdb, wdb: wdb, rstmts: newStmtCache(rdb.PrepareContext), w: startWriter(wdb, o.maxBatch)}, nil
+	cdb, err := sql.Open("sqlite", dsn(abs, o, false))
+	if err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("meta: open %s: %w", abs, err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cp := startCheckpointer(cdb)
+	return &SQLite{rdb: rdb, wdb: wdb, rstmts: newStmtCache(rdb.PrepareContext), cp: cp,
+		w: startWriter(wdb, o.maxBatch, cp.notify)}, nil
 }
 
 // dsn builds the connection string. The pragmas go in _pragma parameters so
@@ -139,6 +149,12 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 //   - busy_timeout waits for another process's lock instead of failing.
 //   - foreign_keys enforces the references between tables, which SQLite
 //     leaves off by default.
+//   - temp_store=MEMORY keeps the statement journals of the writer's
+//     savepoints (see writer) in memory: on disk SQLite created a temporary
+//     file in every transaction and wrote a copy of each page it changed.
+//   - wal_autocheckpoint=0 leaves checkpoints to the checkpointer, off the
+//     path of a commit, and journal_size_limit gives the WAL file back to
+//     the file system when it restarts after a burst.
 //
 // Write transactions are IMMEDIATE, taking the write lock up front: a
 // deferred transaction that reads and then writes can fail with SQLITE_BUSY
@@ -150,6 +166,9 @@ func dsn(path string, o options, readOnly bool) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "temp_store(MEMORY)")
+	q.Add("_pragma", "wal_autocheckpoint(0)")
+	q.Add("_pragma", "journal_size_limit(67108864)")
 	if readOnly {
 		q.Add("_pragma", "query_only(1)")
 	} else {
@@ -165,12 +184,13 @@ func (s *SQLite) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.w.close()
+		cpErr := s.cp.close()
 		s.rstmts.close()
 		// optimize is cheap when nothing changed and keeps query plans good
 		// as tables grow; it is advisory, so its failure is not the
 		// caller's problem.
 		s.wdb.ExecContext(context.Background(), "PRAGMA optimize")
-		s.closeErr = errors.Join(s.rdb.Close(), s.wdb.Close())
+		s.closeErr = errors.Join(cpErr, s.rdb.Close(), s.wdb.Close())
 	})
 	return s.closeErr
 }

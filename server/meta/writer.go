@@ -42,6 +42,9 @@ type writer struct {
 
 	ops     atomic.Uint64
 	commits atomic.Uint64
+	// committed, if set, is called after every commit, on the writer's
+	// goroutine.
+	committed func()
 }
 
 // writeOp is one operation waiting for the writer.
@@ -52,10 +55,11 @@ type writeOp struct {
 	done chan struct{}
 }
 
-func startWriter(db *sql.DB, maxBatch int) *writer {
+func startWriter(db *sql.DB, maxBatch int, committed func()) *writer {
 	w := &writer{
-		db:       db,
-		maxBatch: maxBatch,
+		db:        db,
+		maxBatch:  maxBatch,
+		committed: committed,
 		// The buffer lets requests queue while a batch syncs, which is
 		// what makes the next batch large.
 		queue:   make(chan *writeOp, 4*maxBatch),
@@ -173,6 +177,9 @@ func (w *writer) runBatch(batch []*writeOp) {
 	}
 	w.commits.Add(1)
 	w.ops.Add(uint64(live))
+	if w.committed != nil {
+		w.committed()
+	}
 }
 
 // connect pins the connection the writer uses until an error makes it

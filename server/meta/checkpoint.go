@@ -1,0 +1,94 @@
+package meta
+
+import (
+	"context"
+	"database/sql"
+	"time"
+)
+
+// checkpointer copies the WAL back into the database file on a connection
+// of its own. SQLite's automatic checkpoint runs inside the COMMIT that
+// crosses its threshold, so every few dozen small files one request waited
+// for a thousand pages to be copied and the database file synced; here the
+// writer's connection has wal_autocheckpoint off and this goroutine does
+// the copying beside it (a PASSIVE checkpoint never blocks the writer or the
+// readers). Durability is unchanged: a transaction is durable once its WAL
+// frames are synced, whoever copies them later.
+//
+// A passive checkpoint cannot reset the WAL while readers still use it, so
+// under steady load the file could grow without end; past restartFrames the
+// checkpointer asks for a RESTART, which waits (within busy_timeout) for the
+// readers of the old WAL to finish so that the next write starts it over.
+type checkpointer struct {
+	db   *sql.DB
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+const (
+	// checkpointDelay lets a burst of commits accumulate before a
+	// checkpoint copies their pages, so a page written by many of them is
+	// copied once.
+	checkpointDelay = 20 * time.Millisecond
+	// restartFrames is the WAL length (4 KiB pages) past which a
+	// checkpoint also restarts the WAL.
+	restartFrames = 8192
+)
+
+func startCheckpointer(db *sql.DB) *checkpointer {
+	c := &checkpointer{db: db, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+// notify tells the checkpointer that a transaction committed. It never
+// blocks the writer.
+func (c *checkpointer) notify() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *checkpointer) run() {
+	defer close(c.done)
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.kick:
+		}
+		t.Reset(checkpointDelay)
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		// Errors are left for the next commit's checkpoint to retry: until
+		// then the WAL only grows, and every transaction in it is durable.
+		frames, err := c.checkpoint("PASSIVE")
+		if err == nil && frames > restartFrames {
+			c.checkpoint("RESTART")
+		}
+	}
+}
+
+// checkpoint runs one checkpoint of the given mode and returns how many
+// frames the WAL held.
+func (c *checkpointer) checkpoint(mode string) (frames int64, err error) {
+	var busy, checkpointed int64
+	err = c.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").
+		Scan(&busy, &frames, &checkpointed)
+	return frames, err
+}
+
+// close stops the goroutine and closes its connection. The last connection
+// to close checkpoints whatever is left.
+func (c *checkpointer) close() error {
+	close(c.stop)
+	<-c.done
+	return c.db.Close()
+}
