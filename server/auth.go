@@ -134,13 +134,7 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 		if err != nil {
 			return err
 		}
-		acct, err := s.meta.GetAccountByID(r.Context(), sess.AccountID)
-		if errors.Is(err, meta.ErrNotFound) {
-			return errUnauthorized
-		}
-		if err != nil {
-			return err
-		}
+		acct := sess.Account
 		if acct.State != meta.StateActive {
 			return errf(wire.CodeAccountDisabled, "the account is disabled; ask the server's operator")
 		}

@@ -150,13 +150,19 @@ var _ [meta.MaxInlineSize - InlineChunkMax - crypto.AtRestOverhead]struct{}
 // account already holds this exact chunk (a retry). The record is not yet
 // in the metadata: the caller records it, or drops it with dropChunk.
 func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.ChunkRef, body, mac []byte) (*meta.ChunkRecord, error) {
-	if old, err := s.meta.GetChunk(ctx, a.ID, ref.ID); err == nil {
-		if old.File == ref.File && old.Index == ref.Index && old.Size == int64(len(body)) {
-			return nil, nil
+	inline := len(body) <= InlineChunkMax && !s.cfg.NoInline
+	// A blob is checked for first so that a retried upload does not write
+	// it again. An inline chunk costs nothing to seal twice, and recording
+	// it checks the same in its transaction, so it spares the read.
+	if !inline {
+		if old, err := s.meta.GetChunk(ctx, a.ID, ref.ID); err == nil {
+			if old.File == ref.File && old.Index == ref.Index && old.Size == int64(len(body)) {
+				return nil, nil
+			}
+			return nil, errf(wire.CodeExists, "chunk ID already used for other content")
+		} else if !errors.Is(err, meta.ErrNotFound) {
+			return nil, err
 		}
-		return nil, errf(wire.CodeExists, "chunk ID already used for other content")
-	} else if !errors.Is(err, meta.ErrNotFound) {
-		return nil, err
 	}
 	if a.QuotaBytes > 0 && a.UsedBytes+int64(len(body)) > a.QuotaBytes {
 		return nil, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
@@ -166,7 +172,7 @@ func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.Chun
 	// is the same content wherever it is kept.
 	var w atrest.Wrapped
 	var err error
-	if len(body) <= InlineChunkMax && !s.cfg.NoInline {
+	if inline {
 		rec.Inline, w, err = s.store.SealValue([]byte(a.Name), ref.ID[:], body)
 	} else {
 		rec.BlobKey = newBlobKey()

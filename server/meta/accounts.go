@@ -5,19 +5,25 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
 const accountCols = `id, name, auth_hash, kdf, wrapped_master, account_pub, account_priv_sealed,
 	transfer_data, transfer_kek, transfer_wrapped, layout, quota_bytes, used_bytes, state, created_at`
 
-func scanAccount(row interface{ Scan(...any) error }) (Account, error) {
+// accountColsA is accountCols qualified by the alias a, for joins.
+var accountColsA = "a." + strings.ReplaceAll(strings.Join(strings.Fields(accountCols), " "), ", ", ", a.")
+
+// scanAccount scans the columns of accountCols, then into extra any columns
+// the query selected after them.
+func scanAccount(row interface{ Scan(...any) error }, extra ...any) (Account, error) {
 	var a Account
 	var state string
 	var created int64
-	err := row.Scan(&a.ID, &a.Name, &a.AuthHash, &a.KDF, &a.WrappedMaster, &a.AccountPub, &a.AccountPrivSealed,
+	err := row.Scan(append([]any{&a.ID, &a.Name, &a.AuthHash, &a.KDF, &a.WrappedMaster, &a.AccountPub, &a.AccountPrivSealed,
 		&a.TransferKey.Data, &a.TransferKey.KEKID, &a.TransferKey.WrappedKey, &a.Layout,
-		&a.QuotaBytes, &a.UsedBytes, &state, &created)
+		&a.QuotaBytes, &a.UsedBytes, &state, &created}, extra...)...)
 	if err != nil {
 		return Account{}, err
 	}

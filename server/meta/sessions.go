@@ -46,8 +46,9 @@ func (s *SQLite) GetSession(ctx context.Context, tokenHash []byte) (Session, err
 	}
 	sess := Session{TokenHash: tokenHash}
 	var created, expires int64
-	err = d.queryRow(`SELECT account, created_at, expires_at FROM sessions WHERE token_hash = $1`, tokenHash).
-		Scan(&sess.AccountID, &created, &expires)
+	sess.Account, err = scanAccount(d.queryRow(`SELECT `+accountColsA+`, s.created_at, s.expires_at
+		FROM sessions s JOIN accounts a ON a.id = s.account WHERE s.token_hash = $1`, tokenHash), &created, &expires)
+	sess.AccountID = sess.Account.ID
 	if errors.Is(err, sql.ErrNoRows) {
 		return Session{}, fmt.Errorf("%w: session", ErrNotFound)
 	}

@@ -353,6 +353,10 @@ type Session struct {
 	AccountID int64
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// Account is the session's account as GetSession read it in the same
+	// query, so that authenticating a request costs one read; it is
+	// ignored by CreateSession.
+	Account Account
 }
 
 // SealedKind names one of the places where Sealed values are stored.

@@ -164,7 +164,8 @@ func testSessions(t *testing.T, s meta.Store) {
 	noErr(t, "CreateSession", newSession("tok1", hour))
 	sess, err := s.GetSession(ctx, []byte("tok1"))
 	noErr(t, "GetSession", err)
-	if sess.AccountID != a.ID || !sess.ExpiresAt.Equal(hour) || sess.CreatedAt.IsZero() {
+	if sess.AccountID != a.ID || !sess.ExpiresAt.Equal(hour) || sess.CreatedAt.IsZero() ||
+		sess.Account.ID != a.ID || sess.Account.Name != "alice" || sess.Account.State != meta.StateActive {
 		t.Fatalf("session = %+v", sess)
 	}
 	wantErr(t, "duplicate token", newSession("tok1", hour), meta.ErrExists)
