@@ -62,7 +62,7 @@ type Client struct {
 	base    string // URL without trailing slash
 	host    string
 	hcs     []*http.Client // one HTTP/2 connection each, used in turn
-	bulk    *http.Client   // HTTP/1.1 connections for chunk downloads
+	bulk    *http.Client   // HTTP/1.1 connections for chunk transfers
 	next    atomic.Uint32
 	timeout time.Duration
 	retry   RetryPolicy
@@ -154,14 +154,15 @@ func newTransport(tc *tls.Config) *http.Transport {
 	}
 }
 
-// newBulkTransport returns the HTTP/1.1 transport chunk downloads use.
+// newBulkTransport returns the HTTP/1.1 transport chunk transfers use.
 // A 1 MiB answer over HTTP/2 is framed, copied through the stream's pipe
 // and flow-controlled on both sides, and each frame hops between the
 // server's goroutines; over HTTP/1.1 it is one TLS stream read straight
 // into the caller's buffer. For a cold 1 GiB read on loopback that saved
 // about 0.6 s of the mount's CPU and 0.5 s of the server's, an eighth of
-// the total. Each download in flight takes a connection of its own; up to
-// 16 stay open between downloads.
+// the total; uploads are framed the same way in the other direction. Each
+// transfer in flight takes a connection of its own; up to 16 stay open
+// between transfers.
 func newBulkTransport(tc *tls.Config) *http.Transport {
 	t := newTransport(tc)
 	t.ForceAttemptHTTP2 = false
