@@ -40,6 +40,7 @@ type mountFlags struct {
 	daemon     bool
 	timeout    time.Duration
 	cpuprofile *string
+	debugFUSE  bool
 }
 
 // daemonEnv marks the re-executed child of mount --daemon; the parent
@@ -57,6 +58,8 @@ func runMount(args []string) error {
 	fl.BoolVar(&mf.daemon, "daemon", false, "run in the background; return once the mount is ready")
 	fl.DurationVar(&mf.timeout, "timeout", 30*time.Second, "how long an operation waits for an unreachable server before failing with EIO")
 	mf.cpuprofile = addProfileFlag(fl)
+	fl.BoolVar(&mf.debugFUSE, "debug-fuse", false, "log every FUSE request and answer to stderr")
+	fl.MarkHidden("debug-fuse")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -144,7 +147,9 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	if err != nil {
 		return explain(err, s.cfg)
 	}
-	server, err := fs.Mount(dir, fsys.Root(), fsys.MountOptions(mf.allowOther))
+	opts := fsys.MountOptions(mf.allowOther)
+	opts.Debug = mf.debugFUSE
+	server, err := fs.Mount(dir, fsys.Root(), opts)
 	if err != nil {
 		return fmt.Errorf("mounting at %s: %w", dir, err)
 	}
