@@ -223,6 +223,7 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 	if j.dc != nil {
 		j.dc.mu.Lock()
 		defer j.dc.mu.Unlock()
+		j.dc.defineTo(j.plain)
 		return n.seal(file, fc, j.i, j.dc.buf[:j.plain], j.last, buf)
 	}
 	plain := getBuf(st.layout.ChunkSize())

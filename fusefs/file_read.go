@@ -103,6 +103,7 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 		n.mu.Lock()
 		if dc := st.dirty[i]; dc != nil {
 			dc.mu.Lock()
+			dc.defineTo(b)
 			copy(out, dc.buf[a:b])
 			dc.mu.Unlock()
 			n.mu.Unlock()

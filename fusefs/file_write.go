@@ -36,6 +36,7 @@ func (n *node) write(st *fileState, data []byte, off int64) (uint32, syscall.Err
 			continue
 		}
 		dc.mu.Lock()
+		dc.defineTo(b)
 		copy(dc.buf[a:b], data[pos-off:])
 		dc.seq++
 		dc.mu.Unlock()
@@ -76,21 +77,20 @@ func (n *node) dirtyFor(st *fileState, i int, whole bool) (*dirtyChunk, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := getBuf(int(cs))
-	clear(buf)
+	dc = &dirtyChunk{buf: getBuf(int(cs))}
 	if !whole {
 		n.mu.Lock()
 		e := st.entryAt(i)
 		n.mu.Unlock()
 		if !e.id.IsZero() && e.valid > 0 {
-			if err := n.readEntry(st, i, e, buf[:e.valid], 0); err != nil {
-				putBuf(buf)
+			dc.defineTo(e.valid)
+			if err := n.readEntry(st, i, e, dc.buf[:e.valid], 0); err != nil {
+				putBuf(dc.buf)
 				n.fsys.budget.Release(cs)
 				return nil, err
 			}
 		}
 	}
-	dc = &dirtyChunk{buf: buf}
 	n.mu.Lock()
 	st.dirty[i] = dc
 	n.mu.Unlock()
@@ -150,6 +150,7 @@ func (n *node) sealAndPut(st *fileState, i int, dc *dirtyChunk, plain int, last 
 	defer putBuf(sealed)
 	dc.mu.Lock()
 	seq := dc.seq
+	dc.defineTo(plain)
 	ref, s, tag, mac, err := n.seal(n.id, st.fc, i, dc.buf[:plain], last, sealed)
 	dc.mu.Unlock()
 	if err != nil {
