@@ -35,6 +35,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	keep := release(st, writable)
 	if trunc {
 		n.truncate(st, 0)
+		n.killPrivsFor(ctx, st)
 	}
 	return &handle{n: n, st: st, writable: writable}, keep, 0
 }
@@ -104,7 +105,13 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if h.n.fsys.ro {
 		return 0, syscall.EROFS
 	}
-	return h.n.write(h.st, data, off)
+	written, e := h.n.write(h.st, data, off)
+	if e == 0 {
+		h.n.opMu.Lock()
+		h.n.killPrivsFor(ctx, h.st)
+		h.n.opMu.Unlock()
+	}
+	return written, e
 }
 
 // Flush is close(2) (once per descriptor closed, so possibly several times

@@ -49,8 +49,20 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		release(nil, false)
 		sized = true
 	}
-	meta := in.Valid&metaBits != 0
+	// With HANDLE_KILLPRIV_V2 the kernel leaves clearing set-user-ID and
+	// set-group-ID to us: it asks with FATTR_KILL_SUIDGID on chown and on
+	// a truncate by a caller without CAP_FSETID.
+	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && n.typ == wire.TypeFile
+	if kill {
+		n.mu.Lock()
+		kill = hasPrivs(n.attr.Mode)
+		n.mu.Unlock()
+	}
+	meta := in.Valid&metaBits != 0 || kill
 	change := func(a *crypto.Attr) {
+		if kill {
+			a.Mode = killPrivs(a.Mode)
+		}
 		if m, ok := in.GetMode(); ok {
 			a.Mode = a.Mode&^07777 | m
 		}
@@ -127,4 +139,43 @@ func (n *node) patch(change func(*crypto.Attr)) syscall.Errno {
 		}
 		a, ver = cur.Attr, cur.Version
 	}
+}
+
+// killPrivs clears the set-user-ID bit, and the set-group-ID bit where it
+// means that (group execute set; without it the bit marks mandatory
+// locking), as Linux does when a file is written, truncated or chowned.
+func killPrivs(mode uint32) uint32 {
+	mode &^= syscall.S_ISUID
+	if mode&syscall.S_IXGRP != 0 {
+		mode &^= syscall.S_ISGID
+	}
+	return mode
+}
+
+// hasPrivs reports whether killPrivs would change mode.
+func hasPrivs(mode uint32) bool { return killPrivs(mode) != mode }
+
+// killPrivsFor clears the file's set-ID bits when a caller without
+// privilege writes or truncates it. The kernel sends no flag for that
+// through go-fuse's file API, so a caller other than root stands for one
+// without CAP_FSETID. As in Linux, such a caller also loses a set-group-ID
+// bit without group execute unless it is in the file's group (its primary
+// group: FUSE does not tell the others). The change goes with the file's
+// next commit; the caller holds opMu and the state is pinned by the write.
+func (n *node) killPrivsFor(ctx context.Context, st *fileState) {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || c.Uid == 0 {
+		return
+	}
+	n.mu.Lock()
+	mode := killPrivs(n.attr.Mode)
+	if c.Gid != n.attr.GID {
+		mode &^= syscall.S_ISGID
+	}
+	if mode != n.attr.Mode {
+		n.attr.Mode = mode
+		n.attr.Ctime = time.Now().UnixNano()
+		st.changed = true
+	}
+	n.mu.Unlock()
 }
