@@ -91,6 +91,15 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if st != nil {
 		opens = st.opens
 	}
+	if meta && !deferred {
+		// A change to what is already stored (tar chowns every
+		// directory to the owner it has) would cost a round trip to
+		// bump ctime alone: it is not sent.
+		b := n.attr
+		change(&b)
+		b.Ctime = n.attr.Ctime
+		meta = b != n.attr
+	}
 	n.mu.Unlock()
 	if meta && !deferred {
 		if e := n.patch(change); e != 0 {
