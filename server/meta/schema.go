@@ -187,6 +187,16 @@ var migrations = [][]string{
 			UPDATE chunks SET refs = refs + 1 WHERE account = NEW.account AND id = NEW.chunk;
 		END`,
 	},
+	// Every index costs each transaction that touches its table a page
+	// written to the WAL and synced, and a small file's commit touches
+	// most tables. These three served rare work: key rotation walks the
+	// tables in key order anyway, KEKReferences is an operator's command,
+	// and pruning the change feed runs hourly over at most 100k rows.
+	{
+		`DROP INDEX chunks_kek`,
+		`DROP INDEX inodes_manifest_kek`,
+		`DROP INDEX changes_at`,
+	},
 }
 
 // migrate brings the database to the latest schema version. It runs in one
