@@ -272,7 +272,16 @@ func (l *Local) Get(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(filepath.Join(l.subdir(key).path, key))
+	path := filepath.Join(l.subdir(key).path, key)
+	if !l.noDirect.Load() {
+		if data, ok, err := l.readDirect(path); ok {
+			if err != nil {
+				return nil, readError("get", key, err)
+			}
+			return data, nil
+		}
+	}
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, readError("get", key, err)
 	}

@@ -244,9 +244,10 @@ func TestOpenLocalErrors(t *testing.T) {
 }
 
 // TestLocalDirectWrites checks blobs written with O_DIRECT (an aligned
-// prefix direct, the rest buffered) read back exactly, whatever their size
-// and the alignment of the caller's buffer, and that a device refusing
-// O_DIRECT buffers make the store fall back to buffered writes.
+// prefix direct, the rest buffered) read back exactly, large ones with
+// O_DIRECT reads too, whatever their size and the alignment of the
+// caller's buffer, and that a device refusing O_DIRECT buffers make the
+// store fall back to buffered writes.
 func TestLocalDirectWrites(t *testing.T) {
 	ctx := context.Background()
 	s := openLocal(t, t.TempDir())
