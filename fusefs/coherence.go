@@ -83,6 +83,31 @@ func (f *FS) byID(id crypto.ID) *node {
 	return f.nodes[id]
 }
 
+// dirNode returns the node of a directory, if the kernel holds it.
+func (f *FS) dirNode(id crypto.ID) *node {
+	if id.IsZero() {
+		return f.root
+	}
+	return f.byID(id)
+}
+
+// childCreated takes the version the server gave directory n when this
+// mount created a child in it. If it is the one after the version n holds,
+// nothing else changed the directory meanwhile, and the attributes n holds
+// are still current: a later chmod or utimensat of the directory (tar sets
+// them after filling it) then goes through without first failing on the
+// old version and fetching the directory again.
+func (n *node) childCreated(version int64) {
+	if version == 0 {
+		return
+	}
+	n.mu.Lock()
+	if n.version == version-1 {
+		n.version = version
+	}
+	n.mu.Unlock()
+}
+
 // OnForget drops the node from the registry once the kernel forgot it.
 func (n *node) OnForget() {
 	n.fsys.nodesMu.Lock()

@@ -243,13 +243,22 @@ func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) 
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	if pc != nil {
-		if small != nil {
-			return n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, small.sealed, small.mac)
+		var vn *vault.Node
+		var err error
+		switch {
+		case small != nil:
+			vn, err = n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, small.sealed, small.mac)
+		case len(m.Chunks) == 0:
+			vn, err = n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, nil, nil)
+		default:
+			vn, err = n.fsys.v.CreateCommitted(ctx, pc.dir, pc.name, m, a)
 		}
-		if len(m.Chunks) == 0 {
-			return n.fsys.v.CreateSmall(ctx, pc.dir, pc.name, m, a, nil, nil)
+		if err == nil {
+			if d := n.fsys.dirNode(pc.dir); d != nil {
+				d.childCreated(vn.ParentVersion)
+			}
 		}
-		return n.fsys.v.CreateCommitted(ctx, pc.dir, pc.name, m, a)
+		return vn, err
 	}
 	if small != nil {
 		return n.fsys.v.CommitSmall(ctx, m, a, ver, small.sealed, small.mac)
@@ -392,7 +401,11 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 	var cname string
 	for k := 0; ; k++ {
 		cname = conflictName(name, n.fsys.host, now, k)
-		_, err = n.fsys.v.CreateCommitted(ctx, pn.id, cname, cm, a)
+		var vn *vault.Node
+		vn, err = n.fsys.v.CreateCommitted(ctx, pn.id, cname, cm, a)
+		if err == nil {
+			pn.childCreated(vn.ParentVersion)
+		}
 		if errno(err) != syscall.EEXIST || k >= 20 {
 			break
 		}

@@ -218,6 +218,7 @@ func (n *node) create(ctx context.Context, name string, typ int, mode uint32, ta
 	if err != nil {
 		return nil, n.fsys.fail("create", n.childPath(name), err)
 	}
+	n.childCreated(vn.ParentVersion)
 	in, cn := n.newChild(ctx, vn, nil, out)
 	if typ == wire.TypeDir {
 		cn.setList(map[string]struct{}{}, n.fsys.gen())

@@ -12,7 +12,7 @@ import (
 // only on request, opened from its at-rest layer.
 func inodeView(in meta.Inode) wire.Inode {
 	return wire.Inode{ID: wire.HexID(in.ID), Type: int(in.Type), Version: in.Version, Nlink: in.Nlink,
-		Attr: in.Attr, Symlink: in.Symlink, Stored: in.Size, Xattrs: in.Xattrs}
+		Attr: in.Attr, Symlink: in.Symlink, Stored: in.Size, Xattrs: in.Xattrs, ParentVersion: in.ParentVersion}
 }
 
 // writeInode answers with an inode's wire form.

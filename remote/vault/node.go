@@ -24,6 +24,9 @@ type Node struct {
 	Attr    crypto.Attr
 	Target  string            // symlink target
 	Xattrs  map[string][]byte // extended attributes, nil when none
+	// ParentVersion is, for a node just created, its directory's version
+	// right after; zero when not known.
+	ParentVersion int64
 
 	// How it was reached; zero for the root.
 	Parent crypto.ID
@@ -129,7 +132,7 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 func (v *Vault) node(in *wire.Inode, parent crypto.ID, name string, idx wire.Index) (*Node, error) {
 	n := &Node{
 		ID: crypto.ID(in.ID), Type: in.Type, Version: in.Version, Nlink: in.Nlink, Stored: in.Stored,
-		Parent: parent, Name: name, Index: idx, sealedAttr: in.Attr,
+		Parent: parent, Name: name, Index: idx, sealedAttr: in.Attr, ParentVersion: in.ParentVersion,
 	}
 	switch in.Type {
 	case wire.TypeFile, wire.TypeDir, wire.TypeSymlink:

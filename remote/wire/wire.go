@@ -249,6 +249,9 @@ type Inode struct {
 	Stored   int64  `json:"stored"`             // sealed bytes of its chunks
 	Manifest []byte `json:"manifest,omitempty"` // sealed manifest, when asked for
 	Xattrs   []byte `json:"xattrs,omitempty"`   // sealed extended attributes, absent when none
+	// ParentVersion is, in the answer to a create, the version of the
+	// directory it was created in afterwards.
+	ParentVersion int64 `json:"parent_version,omitempty"`
 }
 
 // Entry is a directory entry with the inode it names.

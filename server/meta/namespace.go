@@ -100,6 +100,20 @@ func touchDir(d dbtx, account int64, id ID, now time.Time) error {
 	return dbErr("update directory", err)
 }
 
+// touchParent is checkDir and touchDir in one statement for the common
+// case, a directory that exists, and returns its new version.
+func touchParent(d dbtx, account int64, id ID, now time.Time) (int64, error) {
+	var v int64
+	err := d.queryRow(`UPDATE inodes SET version = version + 1, changed_at = $3
+		WHERE account = $1 AND id = $2 AND type = $4 RETURNING version`, account, id[:], nanos(now), int64(TypeDir)).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		if err := checkDir(d, account, id); err != nil {
+			return 0, err
+		}
+	}
+	return v, dbErr("update directory", err)
+}
+
 // dropLink removes one link from an inode whose entry the caller has
 // deleted, and deletes the inode with its chunk references at zero.
 func dropLink(d dbtx, account int64, id ID, now time.Time) error {
@@ -223,11 +237,12 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 	var in Inode
 	err := s.update(ctx, func(d dbtx) error {
 		now := time.Now()
-		if err := checkDir(d, account, r.Parent); err != nil {
+		pv, err := touchParent(d, account, r.Parent, now)
+		if err != nil {
 			return err
 		}
 		in = Inode{ID: r.Inode.ID, Type: r.Inode.Type, Version: 1, Nlink: 1, Attr: blob(r.Inode.Attr),
-			Symlink: r.Inode.Symlink, ChangedAt: fromNanos(nanos(now))}
+			Symlink: r.Inode.Symlink, ChangedAt: fromNanos(nanos(now)), ParentVersion: pv}
 		var mdata, mwrapped []byte
 		var mkek *string
 		if r.Content != nil {
@@ -259,9 +274,6 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 			if err := setFileChunks(d, account, in.ID, r.Content.Chunks, true); err != nil {
 				return err
 			}
-		}
-		if err := touchDir(d, account, r.Parent, now); err != nil {
-			return err
 		}
 		return recordChange(d, account, origin, now, changed{in.ID, &r.Parent})
 	})

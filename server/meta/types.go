@@ -100,6 +100,10 @@ type Inode struct {
 	ChangedAt time.Time
 	// Xattrs is the sealed extended attribute set, nil when it has none.
 	Xattrs []byte
+	// ParentVersion, set by Create only, is the version the parent
+	// directory has after the creation, so that a client that knew the
+	// one before need not fetch the directory again to change it.
+	ParentVersion int64
 }
 
 // Entry is one name in a directory.

@@ -31,6 +31,7 @@ func testCreateLookup(t *testing.T, s meta.Store) {
 	wantEq(t, "looked-up version", in.Version, int64(1))
 	wantBytes(t, "looked-up attr", in.Attr, req.Inode.Attr)
 	wantEq(t, "root version after create", getInode(t, s, acct, root).Version, rootV+1)
+	wantEq(t, "parent version in the answer", f.ParentVersion, rootV+1)
 
 	d := create(t, s, acct, root, "d", meta.TypeDir)
 	wantEq(t, "dir type", getInode(t, s, acct, d.ID).Type, meta.TypeDir)
