@@ -2,6 +2,7 @@ package meta
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -60,24 +61,6 @@ func (s *SQLite) PutChunk(ctx context.Context, account int64, c ChunkRecord) (Ch
 
 // putChunkTx records a chunk inside a write transaction: see PutChunk.
 func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecord, bool, error) {
-	old, err := getChunk(d, account, c.ID)
-	switch {
-	case err == nil:
-		if old.File != c.File || old.Index != c.Index || old.Size != c.Size {
-			return ChunkRecord{}, false, fmt.Errorf("%w: chunk %x was stored for another position", ErrExists, c.ID)
-		}
-		return old, false, nil
-	case !errors.Is(err, ErrNotFound):
-		return ChunkRecord{}, false, err
-	}
-	var quota, used int64
-	err = d.queryRow(`SELECT quota_bytes, used_bytes FROM accounts WHERE id = $1`, account).Scan(&quota, &used)
-	if err != nil {
-		return ChunkRecord{}, false, dbErr("put chunk", notFound(err, "account %d", account))
-	}
-	if quota > 0 && c.Size > quota-used {
-		return ChunkRecord{}, false, fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
-	}
 	var blobKey, inline any // NULL unless set
 	if c.BlobKey != "" {
 		blobKey = c.BlobKey
@@ -88,13 +71,41 @@ func putChunkTx(d dbtx, account int64, c ChunkRecord, now time.Time) (ChunkRecor
 	if len(c.MAC) > 0 {
 		mac = c.MAC
 	}
-	if _, err := d.exec(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data, mac)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)`,
-		account, c.ID[:], c.File[:], int64(c.Index), c.Size, blobKey, c.KEKID, c.WrappedKey, nanos(now), inline, mac); err != nil {
+	// Insert first and look only on a conflict, and charge the quota in
+	// the statement that checks it: a new chunk, the usual case, costs two
+	// statements. A failure rolls back the insert with the operation.
+	n, err := d.execN(`INSERT INTO chunks (account, id, file, idx, size, blob_key, kek_id, wrapped_key, created_at, unref_at, inline_data, mac)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) ON CONFLICT (account, id) DO NOTHING`,
+		account, c.ID[:], c.File[:], int64(c.Index), c.Size, blobKey, c.KEKID, c.WrappedKey, nanos(now), inline, mac)
+	if err != nil {
+		var one int
+		if qerr := d.queryRow(`SELECT 1 FROM accounts WHERE id = $1`, account).Scan(&one); errors.Is(qerr, sql.ErrNoRows) {
+			return ChunkRecord{}, false, fmt.Errorf("%w: account %d", ErrNotFound, account)
+		}
 		return ChunkRecord{}, false, dbErr("put chunk", err)
 	}
-	if _, err := d.exec(`UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1`, account, c.Size); err != nil {
+	if n == 0 {
+		old, err := getChunk(d, account, c.ID)
+		if err != nil {
+			return ChunkRecord{}, false, err
+		}
+		if old.File != c.File || old.Index != c.Index || old.Size != c.Size {
+			return ChunkRecord{}, false, fmt.Errorf("%w: chunk %x was stored for another position", ErrExists, c.ID)
+		}
+		return old, false, nil
+	}
+	n, err = d.execN(`UPDATE accounts SET used_bytes = used_bytes + $2
+		WHERE id = $1 AND (quota_bytes = 0 OR used_bytes + $2 <= quota_bytes)`, account, c.Size)
+	if err != nil {
 		return ChunkRecord{}, false, dbErr("put chunk", err)
+	}
+	if n == 0 {
+		var quota, used int64
+		err := d.queryRow(`SELECT quota_bytes, used_bytes FROM accounts WHERE id = $1`, account).Scan(&quota, &used)
+		if err != nil {
+			return ChunkRecord{}, false, dbErr("put chunk", notFound(err, "account %d", account))
+		}
+		return ChunkRecord{}, false, fmt.Errorf("%w: %d of %d bytes used, chunk of %d", ErrQuota, used, quota, c.Size)
 	}
 	c.CreatedAt = fromNanos(nanos(now))
 	return c, true, nil
