@@ -182,9 +182,29 @@ func forChunks(d dbtx, account int64, batch []ID, fn func(id ID, size int64)) er
 
 // chunkSizes returns the size of each of the distinct IDs, or a
 // *MissingChunksError listing, in the order given, those the account lacks.
-func chunkSizes(d dbtx, account int64, ids []ID) (map[ID]int64, error) {
+// Chunks just recorded (fresh) are known without a query: a small file's
+// commit carries its only chunk.
+func chunkSizes(d dbtx, account int64, ids []ID, fresh []ChunkRecord) (map[ID]int64, error) {
 	sizes := make(map[ID]int64, len(ids))
-	err := inBatches(ids, func(batch []ID) error {
+	rest := ids
+	if len(fresh) > 0 {
+		want := make(map[ID]bool, len(ids))
+		for _, id := range ids {
+			want[id] = true
+		}
+		for _, c := range fresh {
+			if want[c.ID] {
+				sizes[c.ID] = c.Size
+			}
+		}
+		rest = make([]ID, 0, len(ids)-len(sizes))
+		for _, id := range ids {
+			if _, ok := sizes[id]; !ok {
+				rest = append(rest, id)
+			}
+		}
+	}
+	err := inBatches(rest, func(batch []ID) error {
 		return forChunks(d, account, batch, func(id ID, size int64) { sizes[id] = size })
 	})
 	if err != nil {
@@ -312,7 +332,7 @@ func (s *SQLite) Commit(ctx context.Context, account int64, r CommitRequest) (In
 		if err := putNewChunks(d, account, r.NewChunks, now); err != nil {
 			return err
 		}
-		sizes, err := chunkSizes(d, account, chunkIDs)
+		sizes, err := chunkSizes(d, account, chunkIDs, r.NewChunks)
 		if err != nil {
 			return err
 		}

@@ -249,7 +249,7 @@ func (s *SQLite) Create(ctx context.Context, account int64, r CreateRequest) (In
 			if err := putNewChunks(d, account, r.Content.NewChunks, now); err != nil {
 				return err
 			}
-			sizes, err := chunkSizes(d, account, chunkIDs)
+			sizes, err := chunkSizes(d, account, chunkIDs, r.Content.NewChunks)
 			if err != nil {
 				return err
 			}
