@@ -274,7 +274,7 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node) {
 		delete(st.dirty, i)
 		n.freeDirty(dc)
 	}
-	st.changed, st.lastErr = false, nil
+	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
 	n.maxGen = max(n.maxGen, m.Generation)
 	n.fetched = time.Now()
@@ -329,7 +329,7 @@ func (n *node) discard(st *fileState, cur *vault.File) {
 		st.setManifest(cur.Manifest)
 		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
 	}
-	st.changed, st.lastErr = false, nil
+	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.mu.Unlock()
 	n.fsys.markDirty(n, false)
 }

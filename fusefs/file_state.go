@@ -58,9 +58,12 @@ type fileState struct {
 	dirty    map[int]*dirtyChunk
 	changed  bool // differs from the committed version
 	inflight int  // background uploads running
-	idle     *sync.Cond
-	opens    int
-	readEnd  int64 // where the last read ended, to detect sequential reads
+	// uploadedAt is when the oldest chunk uploaded since the last commit
+	// reached the server; zero when there is none.
+	uploadedAt time.Time
+	idle       *sync.Cond
+	opens      int
+	readEnd    int64 // where the last read ended, to detect sequential reads
 	// randomRun counts reads in a row that did not follow the previous
 	// one; fillStarted is set once a fill of the file started.
 	randomRun   int
@@ -280,4 +283,13 @@ func (n *node) truncate(st *fileState, size int64) {
 	st.changed = true
 	n.touchLocked()
 	n.fsys.markDirty(n, true)
+}
+
+// uploadedBefore reports whether the file holds chunks uploaded before t
+// that no commit references yet.
+func (n *node) uploadedBefore(t time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	st := n.file
+	return st != nil && !st.uploadedAt.IsZero() && st.uploadedAt.Before(t)
 }

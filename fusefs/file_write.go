@@ -3,6 +3,7 @@ package fusefs
 import (
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/sealfs/sealfs/crypto"
 )
@@ -132,6 +133,9 @@ func (n *node) startUpload(st *fileState, i int, final bool) bool {
 				st.setEntry(i, e)
 				delete(st.dirty, i)
 				n.freeDirty(dc)
+				if st.uploadedAt.IsZero() {
+					st.uploadedAt = time.Now()
+				}
 			}
 			n.mu.Unlock()
 		}

@@ -55,19 +55,28 @@ type Options struct {
 	Host string
 	// Log receives errors and conflicts (default slog.Default()).
 	Log *slog.Logger
+	// WriteBackAge is how long chunks uploaded for a file that is still
+	// open may wait for a commit before the mount commits the file itself
+	// (default 1 h). Until a commit references them the server counts
+	// them as garbage, and collects them after its grace period (24 h by
+	// default): a file written for longer than that without close or
+	// fsync would otherwise lose them.
+	WriteBackAge time.Duration
 }
 
 // FS is one mounted account. It is safe for concurrent use.
 type FS struct {
-	v       *vault.Vault
-	chunks  *cache.Chunks
-	budget  *cache.Budget
-	timeout time.Duration
-	ro      bool
-	host    string
-	log     *slog.Logger
-	upSem   chan struct{} // bounds concurrent chunk uploads
-	raSem   chan struct{} // bounds concurrent readahead fetches
+	// writeBackAge: see Options.WriteBackAge.
+	writeBackAge time.Duration
+	v            *vault.Vault
+	chunks       *cache.Chunks
+	budget       *cache.Budget
+	timeout      time.Duration
+	ro           bool
+	host         string
+	log          *slog.Logger
+	upSem        chan struct{} // bounds concurrent chunk uploads
+	raSem        chan struct{} // bounds concurrent readahead fetches
 
 	fetchMu sync.Mutex
 	fetches map[crypto.ID]*fetchCall
@@ -119,9 +128,12 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.WriteBackAge <= 0 {
+		opts.WriteBackAge = time.Hour
+	}
 	f := &FS{
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
-		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log,
+		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge,
 		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, raFetches), rd: newReaders(),
 		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotChunksMax), dirty: map[*node]struct{}{},
 		stop: make(chan struct{}), nodes: map[crypto.ID]*node{},
@@ -319,9 +331,11 @@ func (f *FS) dirtyNodes() []*node {
 
 // retryLoop commits, every ten seconds, files whose last commit failed and
 // that no open descriptor will flush again: data is never dropped just
-// because the server was away when the file was closed.
+// because the server was away when the file was closed. It also commits
+// open files whose uploaded chunks have waited writeBackAge for a commit,
+// before the server may collect them.
 func (f *FS) retryLoop() {
-	t := time.NewTicker(10 * time.Second)
+	t := time.NewTicker(min(10*time.Second, f.writeBackAge/2))
 	defer t.Stop()
 	for {
 		select {
@@ -330,8 +344,11 @@ func (f *FS) retryLoop() {
 		case <-t.C:
 		}
 		for _, n := range f.dirtyNodes() {
-			if n.openCount() == 0 {
+			switch {
+			case n.openCount() == 0:
 				_ = n.commit("retry")
+			case n.uploadedBefore(time.Now().Add(-f.writeBackAge)):
+				_ = n.commit("write-back")
 			}
 		}
 	}

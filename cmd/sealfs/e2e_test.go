@@ -72,6 +72,7 @@ type testServer struct {
 	metrics string
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
+	args    []string // more flags for sealfs serve
 }
 
 func freeAddr(t *testing.T) string {
@@ -83,8 +84,11 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startServer(t *testing.T) *testServer {
-	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), metrics: freeAddr(t)}
+func startServer(t *testing.T) *testServer { return startServerWith(t) }
+
+// startServerWith starts sealfs serve with more flags.
+func startServerWith(t *testing.T, args ...string) *testServer {
+	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(t.TempDir(), "data"), addr: freeAddr(t), metrics: freeAddr(t), args: args}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -95,7 +99,7 @@ func (s *testServer) url() string { return "https://" + s.addr }
 func (s *testServer) start() {
 	s.t.Helper()
 	s.log = new(bytes.Buffer)
-	s.cmd = exec.Command(s.bin, "serve", "--data", s.data, "--listen", s.addr, "--metrics-listen", s.metrics)
+	s.cmd = exec.Command(s.bin, append([]string{"serve", "--data", s.data, "--listen", s.addr, "--metrics-listen", s.metrics}, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)

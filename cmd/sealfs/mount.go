@@ -41,6 +41,7 @@ type mountFlags struct {
 	timeout    time.Duration
 	cpuprofile *string
 	debugFUSE  bool
+	writeBack  time.Duration
 }
 
 // daemonEnv marks the re-executed child of mount --daemon; the parent
@@ -60,6 +61,8 @@ func runMount(args []string) error {
 	mf.cpuprofile = addProfileFlag(fl)
 	fl.BoolVar(&mf.debugFUSE, "debug-fuse", false, "log every FUSE request and answer to stderr")
 	fl.MarkHidden("debug-fuse")
+	fl.DurationVar(&mf.writeBack, "write-back-age", time.Hour, "commit a file still open once chunks uploaded for it have waited this long (keep it well under the server's --gc-grace)")
+	fl.MarkHidden("write-back-age")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -142,7 +145,7 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	fsys, err := fusefs.New(ctx, fusefs.Options{
 		Vault: s.v, Chunks: chunks, DirtyBytes: writeMem, Timeout: mf.timeout,
-		ReadOnly: mf.readOnly, Log: log,
+		ReadOnly: mf.readOnly, Log: log, WriteBackAge: mf.writeBack,
 	})
 	if err != nil {
 		return explain(err, s.cfg)
