@@ -35,6 +35,10 @@ echo "== CLI: put/get of a large file and put -r of small files, beside local cp
 bash scripts/bench-cli.sh "${SEALFS_BENCH_MIB:-1024}" "${SEALFS_BENCH_FILES:-3000}"
 
 echo
+echo "== mount: peak memory of the mount process through a large file and a tree of 100,000 files (goal: under 256 MiB)"
+bash scripts/bench-mount-mem.sh "${SEALFS_BENCH_MIB:-1024}" "${SEALFS_BENCH_TREE:-100000}"
+
+echo
 peers=../shared/bench/peers.sh
 if [ -x "$peers" ] || [ -f "$peers" ]; then
   echo "== mount: the peer harness's workloads for sealfs beside a plain local directory"
