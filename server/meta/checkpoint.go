@@ -17,8 +17,11 @@ import (
 //
 // A passive checkpoint cannot reset the WAL while readers still use it, so
 // under steady load the file could grow without end; past restartFrames the
-// checkpointer asks for a RESTART, which waits (within busy_timeout) for the
-// readers of the old WAL to finish so that the next write starts it over.
+// checkpointer asks for a RESTART, which waits for the readers of the old
+// WAL to finish so that the next write starts it over. New writes wait
+// while it does, so it waits at most restartWait (its connection's
+// busy_timeout) and is tried at most once per restartEvery: a long reader
+// (a scrub, a big listing) delays the restart, never the writes for long.
 type checkpointer struct {
 	db   *sql.DB
 	kick chan struct{}
@@ -34,6 +37,8 @@ const (
 	// restartFrames is the WAL length (4 KiB pages) past which a
 	// checkpoint also restarts the WAL.
 	restartFrames = 8192
+	restartWait   = 100 * time.Millisecond
+	restartEvery  = time.Second
 )
 
 func startCheckpointer(db *sql.DB) *checkpointer {
@@ -55,6 +60,7 @@ func (c *checkpointer) run() {
 	defer close(c.done)
 	t := time.NewTimer(0)
 	<-t.C
+	var lastRestart time.Time
 	for {
 		select {
 		case <-c.stop:
@@ -70,7 +76,8 @@ func (c *checkpointer) run() {
 		// Errors are left for the next commit's checkpoint to retry: until
 		// then the WAL only grows, and every transaction in it is durable.
 		frames, err := c.checkpoint("PASSIVE")
-		if err == nil && frames > restartFrames {
+		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartEvery {
+			lastRestart = time.Now()
 			c.checkpoint("RESTART")
 		}
 	}

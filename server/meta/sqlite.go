@@ -124,7 +124,11 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("meta: open %s: %w", abs, err)
 	}
-	cdb, err := sql.Open("sqlite", dsn(abs, o, false))
+	// The checkpointer waits for readers only briefly: a RESTART that
+	// waits holds off new writers meanwhile (see checkpointer).
+	co := o
+	co.busyTimeout = restartWait
+	cdb, err := sql.Open("sqlite", dsn(abs, co, false))
 	if err != nil {
 		rdb.Close()
 		wdb.Close()

@@ -306,8 +306,8 @@ func TestChunkStorageCheck(t *testing.T) {
 
 // TestWALStaysBounded writes far more than the WAL may hold, with readers
 // busy all the while, and checks that the checkpointer keeps restarting it:
-// without it the WAL would pass 110 MB here, with it it stays under the
-// restart threshold (32 MiB) and what arrives until the restart.
+// without it the WAL passes 130 MB here; with it, it stays near the
+// restart threshold (32 MiB) plus what arrives until a restart succeeds.
 func TestWALStaysBounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "meta.db")
 	s := openAt(t, path)
@@ -336,7 +336,7 @@ func TestWALStaysBounded(t *testing.T) {
 			}
 		}()
 	}
-	const limit = 48 << 20
+	const limit = 64 << 20
 	var largest int64
 	value := make([]byte, 60<<10)
 	for range 1800 {
