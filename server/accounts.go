@@ -194,7 +194,9 @@ func accountView(a meta.Account) (wire.Account, error) {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
-	if err := s.meta.DeleteSession(r.Context(), principalOf(r).token); err != nil {
+	err := s.meta.DeleteSession(r.Context(), principalOf(r).token)
+	s.sessions.revoked()
+	if err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -202,7 +204,14 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request) error {
-	view, err := accountView(principalOf(r).account)
+	// Read afresh: the request's account may come from the session
+	// cache, and this answer carries the usage statfs shows and the
+	// wrapped key a password change replaced.
+	acct, err := s.meta.GetAccountByID(r.Context(), principalOf(r).account.ID)
+	if err != nil {
+		return err
+	}
+	view, err := accountView(acct)
 	if err != nil {
 		return err
 	}
@@ -229,7 +238,9 @@ func (s *Server) passwd(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	kdf, _ := json.Marshal(req.NewKDF)
-	if err := s.meta.UpdateLogin(r.Context(), p.account.ID, meta.Login{AuthHash: hashAuthKey(req.NewAuthKey), KDF: string(kdf), WrappedMaster: req.NewWrappedMaster}); err != nil {
+	err := s.meta.UpdateLogin(r.Context(), p.account.ID, meta.Login{AuthHash: hashAuthKey(req.NewAuthKey), KDF: string(kdf), WrappedMaster: req.NewWrappedMaster})
+	s.sessions.revoked() // the remembered accounts hold the old login
+	if err != nil {
 		return err
 	}
 	s.log.Info("password changed", "user", p.account.Name)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"sort"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server"
+	"github.com/sealfs/sealfs/server/meta"
 )
 
 func TestRegisterInvites(t *testing.T) {
@@ -455,4 +457,54 @@ func TestSessionExpiry(t *testing.T) {
 	busy.do("GET", "/v1/account", nil).wantErr(t, 401, wire.CodeUnauthorized)
 	idle.do("GET", "/v1/account", nil).wantErr(t, 401, wire.CodeUnauthorized)
 	c.session(t, e.fp).do("GET", "/v1/account", nil).want(t, 200, nil)
+}
+
+// TestSessionCache checks what a server with a session stamp believes: it
+// remembers a session for a few seconds, so a revocation by another
+// process shows only once that process replaced the stamp (as sealfs
+// server disable does), while a logout or password change through the
+// server itself shows at once.
+func TestSessionCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	stamp := filepath.Join(dir, server.SessionStampName)
+	e := newEnvAt(t, dir, server.Config{SessionStamp: stamp})
+	c := e.register("alice")
+	root := "/v1/inodes/" + rootID.String()
+	c.do("GET", root, nil).want(t, 200, nil)
+
+	must(t, e.meta.SetAccountState(ctx, "alice", true))
+	c.do("GET", root, nil).want(t, 200, nil) // remembered: the stamp did not change
+	must(t, server.TouchSessionStamp(stamp))
+	c.do("GET", root, nil).wantErr(t, 401, wire.CodeUnauthorized)
+
+	must(t, e.meta.SetAccountState(ctx, "alice", false))
+	must(t, server.TouchSessionStamp(stamp))
+	c.login(t)
+	c.do("GET", root, nil).want(t, 200, nil)
+	must(t, server.TouchSessionStamp(stamp)) // twice within one clock tick: a new inode each time
+	must(t, server.TouchSessionStamp(stamp))
+	c.do("GET", root, nil).want(t, 200, nil)
+
+	other := e.anon("")
+	other.a = c.a
+	other.login(t)
+	other.do("GET", root, nil).want(t, 200, nil)
+	c.do("POST", "/v1/logout", nil).want(t, 204, nil)
+	c.do("GET", root, nil).wantErr(t, 401, wire.CodeUnauthorized)
+	other.do("GET", root, nil).want(t, 200, nil)
+	// The account view is read afresh, not from the remembered session:
+	// after a password change it carries the new wrapped key.
+	kdf, err := json.Marshal(c.a.kdf)
+	must(t, err)
+	newWrapped := bytes.Repeat([]byte{7}, crypto.WrappedMasterKeySize)
+	acct, err := e.meta.GetAccount(ctx, "alice")
+	must(t, err)
+	must(t, e.meta.UpdateLogin(ctx, acct.ID, meta.Login{AuthHash: acct.AuthHash, KDF: string(kdf), WrappedMaster: newWrapped}))
+	var view wire.Account
+	other.do("GET", "/v1/account", nil).want(t, 200, &view)
+	if !bytes.Equal(view.WrappedMaster, newWrapped) {
+		t.Fatal("GET /v1/account answered from the remembered session")
+	}
 }

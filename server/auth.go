@@ -127,12 +127,21 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 		if !ok || tok == "" || len(tok) > 128 {
 			return errUnauthorized
 		}
-		sess, err := s.meta.GetSession(r.Context(), tokenHash(tok))
-		if errors.Is(err, meta.ErrNotFound) {
-			return errUnauthorized
-		}
-		if err != nil {
-			return err
+		th := tokenHash(tok)
+		now := time.Now()
+		sess, ok, t := s.sessions.lookup(th, now)
+		if !ok {
+			var err error
+			sess, err = s.meta.GetSession(r.Context(), th)
+			if errors.Is(err, meta.ErrNotFound) {
+				return errUnauthorized
+			}
+			if err != nil {
+				return err
+			}
+			if sess.Account.State == meta.StateActive {
+				s.sessions.store(th, sess, t, now)
+			}
 		}
 		acct := sess.Account
 		if acct.State != meta.StateActive {

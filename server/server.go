@@ -45,6 +45,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when not nil, counts requests and bytes.
 	Metrics *Metrics
+	// SessionStamp is the path of a file that every other process changing
+	// sessions or accounts in the metadata store replaces afterwards (see
+	// TouchSessionStamp); with it the server remembers sessions for a few
+	// seconds instead of reading them for every request. Empty: it reads
+	// every time, as a server must when others change the store without
+	// telling it.
+	SessionStamp string
 	// NoInline stores every chunk as a blob file, however small, instead
 	// of keeping those of up to InlineChunkMax bytes in the metadata
 	// database. Tests use it to exercise blobs with small chunks.
@@ -65,7 +72,8 @@ type Server struct {
 	uploadsMu sync.Mutex
 	uploads   map[int64]int
 
-	macsMu sync.Mutex
+	sessions *sessionCache
+	macsMu   sync.Mutex
 	macs   map[int64]*crypto.TransferMAC
 }
 
@@ -95,7 +103,7 @@ func New(m meta.Store, store *atrest.Store, cfg Config) *Server {
 	s := &Server{
 		meta: m, store: store, cfg: cfg, log: cfg.Logger, secret: cfg.Secret,
 		metrics: cfg.Metrics, limits: newThrottle(), mux: http.NewServeMux(),
-		uploads: map[int64]int{}, macs: map[int64]*crypto.TransferMAC{},
+		uploads: map[int64]int{}, macs: map[int64]*crypto.TransferMAC{}, sessions: newSessionCache(cfg.SessionStamp),
 	}
 	s.routes()
 	return s

@@ -206,7 +206,8 @@ func runServe(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := server.New(st.meta, st.atrest, server.Config{Secret: secret, Logger: log, Metrics: server.NewMetrics(reg, st.meta), GCGrace: *gcGrace, GCInterval: *gcInterval})
+	srv := server.New(st.meta, st.atrest, server.Config{Secret: secret, Logger: log, Metrics: server.NewMetrics(reg, st.meta), GCGrace: *gcGrace, GCInterval: *gcInterval,
+		SessionStamp: filepath.Join(*data, server.SessionStampName)})
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

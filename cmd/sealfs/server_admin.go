@@ -207,7 +207,7 @@ func adminSetState(name string, args []string, disable bool) error {
 	if err := st.meta.SetAccountState(context.Background(), fl.Arg(0), disable); err != nil {
 		return fmt.Errorf("%s %s: %w", name, fl.Arg(0), err)
 	}
-	return nil
+	return touchStamp(*fl.data)
 }
 
 // progressLine prints a running count on stderr when it is a terminal.
@@ -285,5 +285,14 @@ func adminRotateKey(args []string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "rotate-key: %s is the only key; older keys removed\n", id)
+	return touchStamp(*fl.data)
+}
+
+// touchStamp tells a running server that this command changed sessions or
+// accounts behind its back, so it drops the sessions it remembers.
+func touchStamp(data string) error {
+	if err := server.TouchSessionStamp(filepath.Join(data, server.SessionStampName)); err != nil {
+		return fmt.Errorf("telling a running server (%s): %w; it may accept revoked sessions for up to 10 s", server.SessionStampName, err)
+	}
 	return nil
 }
