@@ -74,7 +74,7 @@ type Server struct {
 
 	sessions *sessionCache
 	macsMu   sync.Mutex
-	macs   map[int64]*crypto.TransferMAC
+	macs     map[int64]*crypto.TransferMAC
 }
 
 // New returns a Server over the given stores.
