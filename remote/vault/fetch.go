@@ -83,7 +83,9 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 
 	ck := &checkpointer{out: out, side: side, meta: meta, last: time.Now(), done: meta.Done}
 	verified := meta.Done
-	err = v.WriteTo(ctx, f, out, ReadOptions{
+	dw := newDirectWriter(out, meta.Done)
+	defer dw.Close()
+	err = v.WriteTo(ctx, f, dw, ReadOptions{
 		FromChunk: int(from),
 		Progress:  opts.Progress,
 		Limit:     opts.Limit,

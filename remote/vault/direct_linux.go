@@ -1,0 +1,5 @@
+package vault
+
+import "syscall"
+
+const oDirect = syscall.O_DIRECT
