@@ -68,10 +68,16 @@ ln -s docs/README.md "$mnt/readme-link"
 ls -lR "$mnt" | head -30
 echo
 echo "== what the server stores (ciphertext only)"
-echo "   $(find "$data/blobs" -type f | wc -l) blobs, $(du -sh "$data/blobs" | cut -f1):"
-find "$data/blobs" -type f | head -3 | while read -r f; do
+blobs=$(find "$data/blobs" -type f ! -name lock)
+echo "   $(echo -n "$blobs" | grep -c .) blob files (chunks over 64 KiB):"
+for f in $(echo "$blobs" | head -3); do
   printf '   %s: ' "${f#"$data"/}"; head -c 32 "$f" | od -An -tx1 | tr -d ' \n'; echo ' …'
 done
+if command -v sqlite3 >/dev/null; then
+  # Smaller chunks live in the metadata database, sealed the same way.
+  q="SELECT count(*) || ' chunks of up to 64 KiB inside meta.db, ' || coalesce(sum(length(inline_data)), 0) || ' sealed bytes; the first: ' || coalesce((SELECT lower(hex(substr(inline_data, 1, 32))) FROM chunks WHERE inline_data IS NOT NULL LIMIT 1), '-') FROM chunks WHERE inline_data IS NOT NULL"
+  echo "   $(sqlite3 -readonly "$data/meta.db" "$q" 2>/dev/null) …"
+fi
 if grep -rqa -e "sealfs keeps this sentence" -e "hello.txt" -e "readme-link" "$data"; then
   echo "   PLAINTEXT FOUND ON THE SERVER: this is a bug"; exit 1
 else
