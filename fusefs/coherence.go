@@ -83,14 +83,6 @@ func (f *FS) byID(id crypto.ID) *node {
 	return f.nodes[id]
 }
 
-// dirNode returns the node of a directory, if the kernel holds it.
-func (f *FS) dirNode(id crypto.ID) *node {
-	if id.IsZero() {
-		return f.root
-	}
-	return f.byID(id)
-}
-
 // childCreated takes the version the server gave directory n when this
 // mount created a child in it. If it is the one after the version n holds,
 // nothing else changed the directory meanwhile, and the attributes n holds
@@ -218,8 +210,7 @@ func (f *FS) invalidateAll() {
 	for _, n := range f.nodes {
 		all = append(all, n)
 	}
-	f.nodesMu.Unlock()
-	all = append(all, f.root)
+	f.nodesMu.Unlock() // the root is among them: New registers it
 	for _, n := range all {
 		n.mu.Lock()
 		n.fetched = time.Time{}

@@ -254,7 +254,7 @@ func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) 
 			vn, err = n.fsys.v.CreateCommitted(ctx, pc.dir, pc.name, m, a)
 		}
 		if err == nil {
-			if d := n.fsys.dirNode(pc.dir); d != nil {
+			if d := n.fsys.byID(pc.dir); d != nil {
 				d.childCreated(vn.ParentVersion)
 			}
 		}

@@ -180,8 +180,8 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		// With HANDLE_KILLPRIV_V2 the kernel leaves clearing set-ID bits
 		// on write, truncate and chown to us (setattr.go), and in return
 		// stops asking for security.capability before every write and
-		// for fresh attributes before every chown: three requests of the
-		// fifteen a small file costs.
+		// for fresh attributes before every chown: for tar -x, two of
+		// the fifteen requests a small file cost.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	if f.ro {

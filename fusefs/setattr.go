@@ -53,11 +53,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	// set-group-ID to us: it asks with FATTR_KILL_SUIDGID on chown and on
 	// a truncate by a caller without CAP_FSETID.
 	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && n.typ == wire.TypeFile
-	if kill {
-		n.mu.Lock()
-		kill = hasPrivs(n.attr.Mode)
-		n.mu.Unlock()
-	}
 	meta := in.Valid&metaBits != 0 || kill
 	change := func(a *crypto.Attr) {
 		if kill {
@@ -160,9 +155,6 @@ func killPrivs(mode uint32) uint32 {
 	}
 	return mode
 }
-
-// hasPrivs reports whether killPrivs would change mode.
-func hasPrivs(mode uint32) bool { return killPrivs(mode) != mode }
 
 // killPrivsFor clears the file's set-ID bits when a caller without
 // privilege writes or truncates it. The kernel sends no flag for that

@@ -10,6 +10,7 @@ declare -A want=(
   [gcc]=gcc
   [fusermount3]=fuse3
   [mountpoint]=util-linux
+  [setpriv]=util-linux
   [rsync]=rsync
   [git]=git
   [tar]=tar

@@ -95,7 +95,7 @@ type ticket struct {
 // lookup returns the remembered session of a token hash, or a ticket for
 // storing the one read from the database.
 func (c *sessionCache) lookup(tokHash []byte, now time.Time) (meta.Session, bool, ticket) {
-	if c == nil || c.stamp == "" {
+	if c.stamp == "" {
 		return meta.Session{}, false, ticket{}
 	}
 	s := c.stampNow()
@@ -116,7 +116,7 @@ func (c *sessionCache) lookup(tokHash []byte, now time.Time) (meta.Session, bool
 // store remembers a session read from the database, unless something was
 // revoked since the read began.
 func (c *sessionCache) store(tokHash []byte, sess meta.Session, t ticket, now time.Time) {
-	if c == nil || c.stamp == "" {
+	if c.stamp == "" {
 		return
 	}
 	c.mu.Lock()
@@ -133,9 +133,6 @@ func (c *sessionCache) store(tokHash []byte, sess meta.Session, t ticket, now ti
 // revoked forgets every session: this process changed sessions or an
 // account.
 func (c *sessionCache) revoked() {
-	if c == nil {
-		return
-	}
 	c.mu.Lock()
 	c.gen++
 	clear(c.byTok)

@@ -41,15 +41,7 @@ func BenchmarkChunkIngest(b *testing.B) {
 	bin := buildSealfs(b)
 	for _, uploaders := range []int{1, 8} {
 		b.Run(fmt.Sprintf("uploaders=%d", uploaders), func(b *testing.B) {
-			dir := b.TempDir()
-			addr := freeAddr(b)
-			p := startServe(b, bin, dir, addr)
-			inv, err := exec.Command(bin, "server", "invite", "--data", dir, "bench").Output()
-			if err != nil {
-				b.Fatalf("sealfs server invite: %v", err)
-			}
-			c := newClient(b, "https://"+addr, p.fp, "")
-			c.registerAndLogin(b, strings.TrimSpace(string(inv)), "bench", crypto.DefaultLayout)
+			p, c := serveAccount(b, bin)
 			body := crypto.RandomBytes(crypto.DefaultLayout.MaxSealedChunkSize())
 			file := crypto.NewID()
 			// Warm up the connection and the server's MAC cache.
@@ -163,16 +155,7 @@ func BenchmarkRawDiskWrite(b *testing.B) {
 // fdatasync calls and renames/file the blob files created.
 func BenchmarkSmallFiles(b *testing.B) {
 	const size = 10 << 10
-	bin := buildSealfs(b)
-	dir := b.TempDir()
-	addr := freeAddr(b)
-	p := startServe(b, bin, dir, addr)
-	inv, err := exec.Command(bin, "server", "invite", "--data", dir, "bench").Output()
-	if err != nil {
-		b.Fatalf("sealfs server invite: %v", err)
-	}
-	c := newClient(b, "https://"+addr, p.fp, "")
-	c.registerAndLogin(b, strings.TrimSpace(string(inv)), "bench", crypto.DefaultLayout)
+	p, c := serveAccount(b, buildSealfs(b))
 	n := 0
 	prepare := func() []byte {
 		n++
@@ -250,4 +233,19 @@ func startSyscallCount(b *testing.B, pid int) func() map[string]int64 {
 		}
 		return got
 	}
+}
+
+// serveAccount starts a 'sealfs serve' process in a new data directory and
+// returns it with a client logged in to a new account on it.
+func serveAccount(b *testing.B, bin string) (*serveProc, *client) {
+	dir := b.TempDir()
+	addr := freeAddr(b)
+	p := startServe(b, bin, dir, addr)
+	inv, err := exec.Command(bin, "server", "invite", "--data", dir, "bench").Output()
+	if err != nil {
+		b.Fatalf("sealfs server invite: %v", err)
+	}
+	c := newClient(b, "https://"+addr, p.fp, "")
+	c.registerAndLogin(b, strings.TrimSpace(string(inv)), "bench", crypto.DefaultLayout)
+	return p, c
 }

@@ -185,9 +185,8 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	}
 	if r.ContentLength >= 0 {
 		// The usual case: read into a buffer of the announced size
-		// (net/http ends the body there) instead of growing one by
-		// doubling, which for a 1 MiB chunk allocated and copied twice
-		// its size.
+		// (net/http ends the body there) instead of growing one as
+		// the bytes arrive and copying it at each step.
 		body := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, body); err != nil {
 			return nil, errf(wire.CodeBadRequest, "reading the request body: %v", err)

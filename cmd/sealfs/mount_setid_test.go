@@ -16,7 +16,7 @@ import (
 func TestMountClearsSetID(t *testing.T) {
 	requireFUSE(t)
 	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("needs setpriv (util-linux)")
+		t.Fatal("needs setpriv (util-linux; scripts/deps.sh installs it)")
 	}
 	s := startServer(t)
 	m := mountAccount(t, initAccount(t, s, "alice", "pw"), "--allow-other")

@@ -188,18 +188,15 @@ func chunkSizes(d dbtx, account int64, ids []ID, fresh []ChunkRecord) (map[ID]in
 	sizes := make(map[ID]int64, len(ids))
 	rest := ids
 	if len(fresh) > 0 {
-		want := make(map[ID]bool, len(ids))
-		for _, id := range ids {
-			want[id] = true
-		}
+		known := make(map[ID]int64, len(fresh))
 		for _, c := range fresh {
-			if want[c.ID] {
-				sizes[c.ID] = c.Size
-			}
+			known[c.ID] = c.Size
 		}
-		rest = make([]ID, 0, len(ids)-len(sizes))
+		rest = nil
 		for _, id := range ids {
-			if _, ok := sizes[id]; !ok {
+			if size, ok := known[id]; ok {
+				sizes[id] = size
+			} else {
 				rest = append(rest, id)
 			}
 		}

@@ -76,6 +76,20 @@ func newFile(parent meta.ID, i int) meta.CreateRequest {
 		Inode: meta.NewInode{ID: id, Type: meta.TypeFile, Attr: []byte("attr")}}
 }
 
+// aliceWithFile creates the account alice with one file, newFile(root, 1).
+func aliceWithFile(t *testing.T, s *meta.SQLite) (meta.Account, meta.Inode) {
+	t.Helper()
+	a, err := s.CreateAccount(t.Context(), testAccount("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.Create(t.Context(), a.ID, newFile(meta.ID{}, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, in
+}
+
 // TestReopen checks that what was acknowledged is in the file.
 func TestReopen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a dir?with #odd%20chars")
@@ -88,14 +102,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	a, err := s.CreateAccount(ctx, testAccount("alice"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := s.Create(ctx, a.ID, newFile(meta.ID{}, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, in := aliceWithFile(t, s)
 	if _, err := s.SetAttr(ctx, a.ID, in.ID, 1, []byte("attr2")); err != nil {
 		t.Fatal(err)
 	}
@@ -312,14 +319,7 @@ func TestWALStaysBounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "meta.db")
 	s := openAt(t, path)
 	ctx := t.Context()
-	a, err := s.CreateAccount(ctx, testAccount("alice"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := s.Create(ctx, a.ID, newFile(meta.ID{}, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, in := aliceWithFile(t, s)
 	stop := make(chan struct{})
 	var readers sync.WaitGroup
 	for range 2 {
