@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 )
 
@@ -149,5 +150,60 @@ func TestWriterFailedBatchNoSync(t *testing.T) {
 	w.runBatch([]*writeOp{op})
 	if op.err == nil || w.commits.Load() != 0 {
 		t.Fatalf("err %v, commits %d", op.err, w.commits.Load())
+	}
+}
+
+// TestWriterLeadHandoff has many requesters write at once, some of them
+// failing or panicking: each must get its own outcome, the lead must pass
+// between them (several commits, each of several operations under load),
+// and close must wait for the queue and refuse later writes.
+func TestWriterLeadHandoff(t *testing.T) {
+	w, _ := newTestWriter(t)
+	w.idle = sync.NewCond(&w.mu)
+	const n = 200
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.do(context.Background(), func(d dbtx) error {
+				if _, err := d.exec(`INSERT INTO scratch (x) VALUES ($1)`, int64(i)); err != nil {
+					return err
+				}
+				switch i % 10 {
+				case 3:
+					return errors.New("refused")
+				case 7:
+					panic("operation bug")
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	var want []int64
+	for i, err := range errs {
+		switch i % 10 {
+		case 3, 7:
+			if err == nil {
+				t.Fatalf("op %d: failing operation reported success", i)
+			}
+		default:
+			if err != nil {
+				t.Fatalf("op %d: %v", i, err)
+			}
+			want = append(want, int64(i))
+		}
+	}
+	if got := scratch(t, w); !slices.Equal(got, want) {
+		t.Fatalf("committed rows %v, want %v", got, want)
+	}
+	if c := w.commits.Load(); c < 2 || c > n {
+		t.Fatalf("%d commits for %d operations", c, n)
+	}
+	w.close()
+	if err := w.do(context.Background(), func(dbtx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("write after close: %v", err)
 	}
 }
