@@ -37,8 +37,12 @@ func (n *node) write(st *fileState, data []byte, off int64) (uint32, syscall.Err
 			continue
 		}
 		dc.mu.Lock()
-		dc.defineTo(b)
+		// Only a gap before the write needs zeros; what it covers is
+		// overwritten (clearing that too cost a sequential writer a
+		// pass over every chunk).
+		dc.defineTo(a)
 		copy(dc.buf[a:b], data[pos-off:])
+		dc.defined = max(dc.defined, b)
 		dc.seq++
 		dc.mu.Unlock()
 		if e := int64(i)*cs + int64(b); e > st.size {

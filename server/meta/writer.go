@@ -155,19 +155,24 @@ func (w *writer) runBatch(batch []*writeOp) {
 		failPending(batch, err)
 		return
 	}
-	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+	d := dbtx{ctx: ctx, q: w.conn, cache: w.stmts}
+	if _, err := d.exec("BEGIN IMMEDIATE"); err != nil {
 		failPending(batch, dbErr("begin", err))
 		w.abort(ctx)
 		return
 	}
-	d := dbtx{ctx: ctx, q: w.conn, cache: w.stmts}
 	live := 0
 	for _, op := range batch {
 		if err := op.ctx.Err(); err != nil {
 			op.err = err
 			continue
 		}
-		if err := applyOp(d, op); err != nil {
+		if len(batch) == 1 {
+			// Alone in its transaction, an operation needs no
+			// savepoint: if it fails, the rollback below undoes
+			// exactly its changes.
+			op.err = callOp(op.fn, d)
+		} else if err := applyOp(d, op); err != nil {
 			failPending(batch, err)
 			w.abort(ctx)
 			return
