@@ -283,7 +283,7 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	body, rec, err := openChunk(r.Context(), s.meta, s.store, a.ID, a.Name, rec)
+	body, release, rec, err := openChunk(r.Context(), s.meta, s.store, a.ID, a.Name, rec)
 	if err != nil {
 		if errors.Is(err, crypto.ErrAuthentication) || errors.Is(err, crypto.ErrCorrupt) || errors.Is(err, blob.ErrNotFound) {
 			s.log.Error("stored chunk is damaged or missing", "account", a.ID, "chunk", crypto.ID(rec.ID),
@@ -305,34 +305,39 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(body)
+	release() // the response writer keeps no reference once Write returns
 	s.metrics.bytesOut(len(body))
 	return nil
 }
 
 // openChunk reads and opens a chunk's bytes, from its blob or its inline
-// value. Key rotation can change a chunk's record between our reading it
-// and its blob: 'rotate-key --reencrypt' moves the chunk to a new blob and
-// deletes the old one, and a rotation removes the old KEK once every record
-// is rewrapped. Either way the fresh record opens, so on failure the record
-// is read again and, if it changed, the read is retried with it. (An inline
-// value comes with its record, so only the KEK's removal can affect it.)
-func openChunk(ctx context.Context, st meta.Store, store *atrest.Store, account int64, owner string, rec meta.ChunkRecord) ([]byte, meta.ChunkRecord, error) {
+// value, into a buffer that may be lent by the blob store: the caller calls
+// release once done with body. Key rotation can change a chunk's record
+// between our reading it and its blob: 'rotate-key --reencrypt' moves the
+// chunk to a new blob and deletes the old one, and a rotation removes the
+// old KEK once every record is rewrapped. Either way the fresh record
+// opens, so on failure the record is read again and, if it changed, the
+// read is retried with it. (An inline value comes with its record, so only
+// the KEK's removal can affect it.)
+func openChunk(ctx context.Context, st meta.Store, store *atrest.Store, account int64, owner string, rec meta.ChunkRecord) (body []byte, release func(), _ meta.ChunkRecord, err error) {
 	for attempt := 0; ; attempt++ {
 		w := atrest.Wrapped{KEKID: rec.KEKID, WrappedKey: rec.WrappedKey}
-		var body []byte
-		var err error
+		release = nil
 		if rec.BlobKey == "" {
 			body, err = store.OpenValue([]byte(owner), rec.ID[:], rec.Inline, w)
 		} else {
-			body, err = store.Get(ctx, []byte(owner), rec.ID[:], rec.BlobKey, w)
+			body, release, err = store.Lend(ctx, []byte(owner), rec.ID[:], rec.BlobKey, w)
+		}
+		if release == nil {
+			release = func() {}
 		}
 		if err == nil || attempt == 3 || ctx.Err() != nil {
-			return body, rec, err
+			return body, release, rec, err
 		}
 		fresh, ferr := st.GetChunk(ctx, account, rec.ID)
 		if ferr != nil || (fresh.BlobKey == rec.BlobKey && bytes.Equal(fresh.Inline, rec.Inline) &&
 			fresh.KEKID == rec.KEKID && bytes.Equal(fresh.WrappedKey, rec.WrappedKey)) {
-			return nil, rec, err
+			return nil, release, rec, err
 		}
 		rec = fresh
 	}

@@ -100,7 +100,9 @@ func Scrub(ctx context.Context, st meta.Store, store *atrest.Store, progress Pro
 		}
 		for _, c := range batch {
 			after = c.Key()
-			body, _, err := openChunk(ctx, st, store, c.Account, c.AccountName, c.ChunkRecord)
+			body, release, _, err := openChunk(ctx, st, store, c.Account, c.AccountName, c.ChunkRecord)
+			size := int64(len(body))
+			release()
 			if errors.Is(err, blob.ErrNotFound) {
 				if _, gerr := st.GetChunk(ctx, c.Account, c.ID); errors.Is(gerr, meta.ErrNotFound) {
 					continue // collected since it was listed
@@ -109,7 +111,7 @@ func Scrub(ctx context.Context, st meta.Store, store *atrest.Store, progress Pro
 			switch {
 			case err != nil:
 				damage = append(damage, Damage{c.AccountName, "chunk", crypto.ID(c.ID).String(), classify(err)})
-			case int64(len(body)) != c.Size:
+			case size != c.Size:
 				damage = append(damage, Damage{c.AccountName, "chunk", crypto.ID(c.ID).String(), "wrong size"})
 			}
 			done++

@@ -21,6 +21,7 @@
 package atrest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -140,27 +141,47 @@ func (s *Store) Put(ctx context.Context, owner, blobID []byte, key string, plain
 // Get reads the blob stored under key and opens it. Any change to the
 // stored bytes, or an owner, blob ID or Wrapped that does not belong to
 // them, fails with an error wrapping crypto.ErrAuthentication; a missing
-// blob with one wrapping blob.ErrNotFound. The plaintext is decrypted in
-// place in the buffer read from the store.
+// blob with one wrapping blob.ErrNotFound. The plaintext is the caller's.
 func (s *Store) Get(ctx context.Context, owner, blobID []byte, key string, w Wrapped) ([]byte, error) {
+	plain, release, err := s.Lend(ctx, owner, blobID, key, w)
+	if err != nil || release == nil {
+		return plain, err
+	}
+	defer release()
+	return bytes.Clone(plain), nil
+}
+
+// Lend is Get for a caller that is done with the plaintext soon: when the
+// blob store lends its buffer (blob.Lender), the blob is opened in place
+// and release gives the buffer back; the caller must not use plain after
+// calling it. A nil release means plain is the caller's to keep.
+func (s *Store) Lend(ctx context.Context, owner, blobID []byte, key string, w Wrapped) (plain []byte, release func(), err error) {
 	dataKey, err := s.unwrap(owner, blobID, w)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer clear(dataKey)
-	sealed, err := s.blobs.Get(ctx, key)
+	var sealed []byte
+	if l, ok := s.blobs.(blob.Lender); ok {
+		sealed, release, err = l.Lend(ctx, key)
+	} else {
+		sealed, err = s.blobs.Get(ctx, key)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("atrest: %w", err)
+		return nil, nil, fmt.Errorf("atrest: %w", err)
 	}
 	var dst []byte
 	if len(sealed) >= crypto.AtRestOverhead {
 		dst = sealed[sealedHeader:sealedHeader]
 	}
-	plain, err := crypto.OpenAtRest(dst, dataKey, owner, blobID, sealed)
+	plain, err = crypto.OpenAtRest(dst, dataKey, owner, blobID, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("atrest: open %s: %w", key, err)
+		if release != nil {
+			release()
+		}
+		return nil, nil, fmt.Errorf("atrest: open %s: %w", key, err)
 	}
-	return plain, nil
+	return plain, release, nil
 }
 
 // Delete removes the blob stored under key; see blob.Store.Delete.

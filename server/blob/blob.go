@@ -74,6 +74,15 @@ type Store interface {
 	Close() error
 }
 
+// Lender is a Store that can lend the bytes of a blob from a buffer of its
+// own instead of returning a copy the caller keeps: a server streaming
+// chunks then reuses a few buffers instead of allocating (and clearing,
+// and collecting) one per read. The caller must not use data after
+// calling release; a nil release means data is the caller's to keep.
+type Lender interface {
+	Lend(ctx context.Context, key string) (data []byte, release func(), err error)
+}
+
 // CheckKey returns an ErrInvalidKey error unless key matches
 // [0-9a-f]{16,128}. Implementations call it before building any path from a
 // key; it is exported so that key generators can assert their output.

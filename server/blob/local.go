@@ -1,6 +1,7 @@
 package blob
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -266,26 +267,38 @@ func (l *Local) writeTemp(f *os.File, data []byte) error {
 
 // Get returns the blob stored under key.
 func (l *Local) Get(ctx context.Context, key string) ([]byte, error) {
+	data, release, err := l.Lend(ctx, key)
+	if err != nil || release == nil {
+		return data, err
+	}
+	defer release()
+	return bytes.Clone(data), nil
+}
+
+// Lend implements Lender: a large blob is read with O_DIRECT into a
+// pooled buffer, which release gives back; a small one, or one on a file
+// system that refuses O_DIRECT, into a buffer of its own (release nil).
+func (l *Local) Lend(ctx context.Context, key string) (data []byte, release func(), err error) {
 	if err := CheckKey(key); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	path := filepath.Join(l.subdir(key).path, key)
 	if !l.noDirect.Load() {
-		if data, ok, err := l.readDirect(path); ok {
+		if data, release, ok, err := l.readDirect(path); ok {
 			if err != nil {
-				return nil, readError("get", key, err)
+				return nil, nil, readError("get", key, err)
 			}
-			return data, nil
+			return data, release, nil
 		}
 	}
-	data, err := os.ReadFile(path)
+	data, err = os.ReadFile(path)
 	if err != nil {
-		return nil, readError("get", key, err)
+		return nil, nil, readError("get", key, err)
 	}
-	return data, nil
+	return data, nil, nil
 }
 
 // Stat returns the size of the blob stored under key.

@@ -286,3 +286,39 @@ func TestLocalDirectWrites(t *testing.T) {
 		t.Fatalf("after an O_DIRECT refusal: read back %d bytes (%v), differ", len(got), err)
 	}
 }
+
+// TestLocalLend lends large blobs from pooled buffers: each loan holds the
+// blob's bytes even when the buffer served another blob before, a loan
+// released and lent again reads right, and a small blob comes in a buffer
+// of the caller's own (no release).
+func TestLocalLend(t *testing.T) {
+	ctx := context.Background()
+	s := openLocal(t, t.TempDir())
+	var keys []string
+	var blobs [][]byte
+	for i, size := range []int{1 << 20, 1 << 20, 1<<20 + 4096 + 45, 100} {
+		data := bytes.Repeat([]byte{byte(i + 1)}, size)
+		key := blobtest.NewKey()
+		if err := s.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+		keys, blobs = append(keys, key), append(blobs, data)
+	}
+	for round := 0; round < 3; round++ {
+		for i, key := range keys {
+			got, release, err := s.Lend(ctx, key)
+			if err != nil || !bytes.Equal(got, blobs[i]) {
+				t.Fatalf("round %d blob %d: lent %d bytes (%v), differ", round, i, len(got), err)
+			}
+			if (release == nil) != (len(blobs[i]) < 64<<10) {
+				t.Fatalf("blob %d of %d bytes: release %v", i, len(blobs[i]), release != nil)
+			}
+			if release != nil {
+				release()
+			}
+		}
+	}
+	if _, _, err := s.Lend(ctx, blobtest.NewKey()); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("lending a missing blob: %v", err)
+	}
+}
