@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// newTestWriter returns a writer that is not running, so tests can hand it
-// batches of their choosing, and the database it writes.
+// newTestWriter returns a writer, to which tests can also hand batches of
+// their choosing directly, and the database it writes.
 func newTestWriter(t *testing.T) (*writer, *sql.DB) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "w.db")
@@ -24,7 +24,7 @@ func newTestWriter(t *testing.T) (*writer, *sql.DB) {
 	if _, err := db.Exec(`CREATE TABLE scratch (x INTEGER PRIMARY KEY)`); err != nil {
 		t.Fatal(err)
 	}
-	w := &writer{db: db, maxBatch: o.maxBatch}
+	w := startWriter(db, o.maxBatch, nil)
 	t.Cleanup(func() {
 		if w.conn != nil {
 			w.abort(context.Background())
@@ -159,7 +159,6 @@ func TestWriterFailedBatchNoSync(t *testing.T) {
 // and close must wait for the queue and refuse later writes.
 func TestWriterLeadHandoff(t *testing.T) {
 	w, _ := newTestWriter(t)
-	w.idle = sync.NewCond(&w.mu)
 	const n = 200
 	errs := make([]error, n)
 	var wg sync.WaitGroup
