@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/netbatch"
 	"github.com/sealfs/sealfs/remote/wire"
 )
 
@@ -174,6 +175,22 @@ func newBulkTransport(tc *tls.Config) *http.Transport {
 	// one TLS record and one write; with the default 4 KiB buffer a 10 KB
 	// upload took three of each.
 	t.WriteBufferSize = 64 << 10
+	// A chunk's records leave in batches of netbatch.BufferSize, not one
+	// socket write per 16 KiB record.
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := t.TLSClientConfig.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		hctx, cancel := context.WithTimeout(ctx, t.TLSHandshakeTimeout)
+		defer cancel()
+		return netbatch.Client(hctx, raw, cfg)
+	}
 	return t
 }
 

@@ -304,7 +304,9 @@ func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", wire.ContentTypeChunk)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.Header().Set("Cache-Control", "no-store")
+	end := batchAnswer(w, r)
 	w.Write(body)
+	end()
 	release() // the response writer keeps no reference once Write returns
 	s.metrics.bytesOut(len(body))
 	return nil

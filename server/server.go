@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/netbatch"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server/atrest"
 	"github.com/sealfs/sealfs/server/meta"
@@ -168,6 +169,25 @@ func (w *statusWriter) WriteHeader(code int) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// batchAnswer gathers the TLS records of a large HTTP/1.1 answer into a few
+// socket writes (see netbatch); the returned func sends them. Over HTTP/2,
+// or on a connection that did not come through netbatch.Listener, it does
+// nothing.
+func batchAnswer(w http.ResponseWriter, r *http.Request) (end func()) {
+	b := netbatch.FromContext(r.Context())
+	if b == nil || r.ProtoMajor != 1 {
+		return func() {}
+	}
+	b.Begin()
+	return func() {
+		// The answer's tail may still sit in the response's buffers.
+		http.NewResponseController(w).Flush()
+		// A failed send has broken the connection; the client sees a
+		// short answer and retries. There is nothing to tell it here.
+		_ = b.End()
+	}
+}
 
 // handle adapts an error-returning handler.
 func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {

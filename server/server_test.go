@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/netbatch"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server"
 	"github.com/sealfs/sealfs/server/atrest"
@@ -123,10 +124,11 @@ func newEnvAt(t testing.TB, dir string, cfg server.Config) *testEnv {
 		TLSConfig:         tlscert.ServerConfig(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }),
 		ReadHeaderTimeout: 10 * time.Second,
 		// As cmd/sealfs/serve.go configures it.
-		HTTP2:    &http.HTTP2Config{MaxReceiveBufferPerConnection: 32 << 20, MaxReceiveBufferPerStream: 4 << 20},
-		ErrorLog: log.New(io.Discard, "", 0),
+		HTTP2:       &http.HTTP2Config{MaxReceiveBufferPerConnection: 32 << 20, MaxReceiveBufferPerStream: 4 << 20},
+		ErrorLog:    log.New(io.Discard, "", 0),
+		ConnContext: netbatch.ConnContext,
 	}
-	go hs.ServeTLS(ln, "", "")
+	go hs.ServeTLS(netbatch.Listener(ln), "", "")
 	t.Cleanup(func() { hs.Close() })
 	return &testEnv{t: t, dir: dir, meta: m, blobs: b, keyring: kr, store: st, srv: srv, hs: hs,
 		addr: ln.Addr().String(), fp: fp, certPEM: certPEM}

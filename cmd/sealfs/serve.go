@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sealfs/sealfs/remote/netbatch"
 	"github.com/sealfs/sealfs/server"
 	"github.com/sealfs/sealfs/server/atrest"
 	"github.com/sealfs/sealfs/server/blob"
@@ -226,6 +227,9 @@ func runServe(args []string) error {
 		// never sets the pace.
 		HTTP2:    &http.HTTP2Config{MaxReceiveBufferPerConnection: 32 << 20, MaxReceiveBufferPerStream: 4 << 20},
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		// With netbatch.Listener below, handlers can send a chunk's
+		// records in a few socket writes.
+		ConnContext: netbatch.ConnContext,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -247,7 +251,7 @@ func runServe(args []string) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	errc := make(chan error, 1)
-	go func() { errc <- hs.ServeTLS(ln, "", "") }()
+	go func() { errc <- hs.ServeTLS(netbatch.Listener(ln), "", "") }()
 	log.Info("sealfs serving", "listen", ln.Addr().String(), "data", *data, "fingerprint", fingerprint)
 	for {
 		select {
