@@ -156,6 +156,9 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	if err != nil {
 		return fmt.Errorf("mounting at %s: %w", dir, err)
 	}
+	if err := fusefs.RaiseReadahead(dir); err != nil {
+		log.Debug("sequential reads use the kernel's default readahead", "err", err)
+	}
 	fsys.Watch()
 	status := startStatus(dir, s.cfg, fsys, log)
 	notify(nil)

@@ -14,6 +14,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sealfs/sealfs/fusefs"
 )
 
 // sealedChunk is the sealed size of a full 1 MiB chunk: 16 blocks, each
@@ -541,5 +545,26 @@ func TestMountReadKeepCache(t *testing.T) {
 			got, _ := os.ReadFile(b.path("k.bin"))
 			return bytes.Equal(got, other)
 		})
+	}
+}
+
+// The mount raises the kernel's readahead window for itself (as root, which
+// CI is), so that sequential reads come in requests of a whole chunk.
+func TestMountRaisesReadahead(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	var st syscall.Stat_t
+	if err := syscall.Stat(m.dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != strconv.Itoa(fusefs.ReadaheadKB) {
+		t.Errorf("%s = %s, want %d", path, got, fusefs.ReadaheadKB)
 	}
 }
