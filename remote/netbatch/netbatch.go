@@ -163,8 +163,15 @@ func Client(ctx context.Context, raw net.Conn, cfg *tls.Config) (*TLSConn, error
 	return &TLSConn{Conn: tc, raw: b}, nil
 }
 
+// recordMax is the payload of a full TLS record: a write of at most this
+// much is one record, one socket write, with nothing to gather.
+const recordMax = 16 << 10
+
 // Write encrypts p and sends its records together.
 func (t *TLSConn) Write(p []byte) (int, error) {
+	if len(p) <= recordMax {
+		return t.Conn.Write(p)
+	}
 	t.raw.Begin()
 	n, err := t.Conn.Write(p)
 	if e := t.raw.End(); err == nil {
