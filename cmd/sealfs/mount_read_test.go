@@ -560,6 +560,10 @@ func TestMountRaisesReadahead(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := unix.Access(path, unix.W_OK); err != nil {
+		// A container's read-only /sys: the mount cannot raise it either.
+		t.Skipf("%s is not writable here: %v", path, err)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

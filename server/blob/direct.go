@@ -102,9 +102,10 @@ func (l *Local) writeDirect(f *os.File, data []byte) (bool, error) {
 // download needs it whole, into a pooled aligned buffer that release
 // gives back: a cold read then costs no page cache pages, which on this
 // kind of machine cost more than the read itself, and caches nothing a
-// client will not ask for again (it caches what it read). ok is false, with nothing read, for a blob
-// under directMin or a filesystem or file the read cannot go direct on;
-// the caller then reads through the page cache.
+// client will not ask for again (it caches what it read). ok is false,
+// with nothing read, for a blob under directMin or a filesystem or file
+// the read cannot go direct on; the caller then reads through the page
+// cache.
 func (l *Local) readDirect(path string) (data []byte, release func(), ok bool, err error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|oDirect, 0)
 	if err != nil {

@@ -26,9 +26,10 @@ import (
 // request, the common case of a sequential client such as tar, then runs
 // its transaction on its own goroutine, where handing it to a writer
 // goroutine and its answer back cost two wake-ups (the first measured at
-// 52-75 µs on average during a tar -x on a 2-core machine). When the leader's batch is done it
-// hands the lead to the oldest waiting operation's requester, so no request
-// serves others' batches for longer than its own takes.
+// 52-75 µs on average during a tar -x on a 2-core machine). When the
+// leader's batch is done it hands the lead to the oldest waiting
+// operation's requester, so no request serves others' batches for longer
+// than its own takes.
 //
 // Each answer is definitive: nil means committed and durable, an error means
 // no effect. That holds for cancelled requests too: the leader checks the
