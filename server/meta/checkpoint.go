@@ -32,20 +32,8 @@ type checkpointer struct {
 const (
 	// checkpointDelay lets a burst of commits accumulate before a
 	// checkpoint copies their pages, so a page written by many of them is
-	// copied once. tar -x of 2,792 files through a mount, 8 interleaved
-	// pairs: 200 ms took a median 6.6 s and 3.6 s of server CPU, 20 ms
-	// 7.0 s and 4.1 s; 1 s was no better than 200 ms (4 pairs).
-	checkpointDelay = 200 * time.Millisecond
-	// catchUpDelay follows a checkpoint that readers held back from the
-	// end of the WAL, or one that found it longer than catchUpFrames
-	// (8 MiB; a tar -x writes about 1,200 frames in checkpointDelay). The
-	// WAL starts over only once a checkpoint reached its end, so while
-	// readers keep coming, checkpoints must come often enough to find a
-	// moment without them: with checkpointDelay alone TestWALStaysBounded's
-	// WAL reached 87 MB, with this rule 34-61 MB in 6 runs (35-56 MB with
-	// 20 ms always).
-	catchUpDelay  = 20 * time.Millisecond
-	catchUpFrames = 2048
+	// copied once.
+	checkpointDelay = 20 * time.Millisecond
 	// restartFrames is the WAL length (4 KiB pages) past which a
 	// checkpoint also restarts the WAL.
 	restartFrames = 8192
@@ -73,14 +61,13 @@ func (c *checkpointer) run() {
 	t := time.NewTimer(0)
 	<-t.C
 	var lastRestart time.Time
-	delay := checkpointDelay
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-c.kick:
 		}
-		t.Reset(delay)
+		t.Reset(checkpointDelay)
 		select {
 		case <-c.stop:
 			return
@@ -88,11 +75,7 @@ func (c *checkpointer) run() {
 		}
 		// Errors are left for the next commit's checkpoint to retry: until
 		// then the WAL only grows, and every transaction in it is durable.
-		frames, copied, err := c.checkpoint("PASSIVE")
-		delay = checkpointDelay
-		if err != nil || copied < frames || frames > catchUpFrames {
-			delay = catchUpDelay
-		}
+		frames, err := c.checkpoint("PASSIVE")
 		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartEvery {
 			lastRestart = time.Now()
 			c.checkpoint("RESTART")
@@ -101,12 +84,12 @@ func (c *checkpointer) run() {
 }
 
 // checkpoint runs one checkpoint of the given mode and returns how many
-// frames the WAL held and how many of them are now in the database.
-func (c *checkpointer) checkpoint(mode string) (frames, copied int64, err error) {
-	var busy int64
+// frames the WAL held.
+func (c *checkpointer) checkpoint(mode string) (frames int64, err error) {
+	var busy, checkpointed int64
 	err = c.db.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").
-		Scan(&busy, &frames, &copied)
-	return frames, copied, err
+		Scan(&busy, &frames, &checkpointed)
+	return frames, err
 }
 
 // close stops the goroutine and closes its connection. The last connection
