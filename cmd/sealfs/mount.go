@@ -288,9 +288,10 @@ func startDaemon(args []string, mf *mountFlags) error {
 	msg, _ := io.ReadAll(nR)
 	nR.Close()
 	if string(msg) == "ok\n" {
+		pid := cmd.Process.Pid // Release sets it to -1
 		cmd.Process.Release()
 		if !mf.common.quiet {
-			fmt.Fprintf(os.Stderr, "sealfs: mounted in the background (pid %d, log %s)\n", cmd.Process.Pid, logPath)
+			fmt.Fprintf(os.Stderr, "sealfs: mounted in the background (pid %d, log %s)\n", pid, logPath)
 		}
 		return nil
 	}

@@ -340,16 +340,22 @@ func TestMountCommands(t *testing.T) {
 		}
 	})
 
-	// --daemon returns once the mount is ready, or fails with the reason.
-	if r := withRuntime("mount", dir, "--daemon", "--cache-dir", filepath.Join(base, "cache")); r.code != 0 || !isMounted(dir) {
-		t.Fatalf("mount --daemon: exit %d, mounted %v\n%s", r.code, isMounted(dir), r.stderr)
+	// --daemon returns once the mount is ready, or fails with the reason,
+	// and names the process that serves the mount.
+	daemon := withRuntime("mount", dir, "--daemon", "--cache-dir", filepath.Join(base, "cache"))
+	if daemon.code != 0 || !isMounted(dir) {
+		t.Fatalf("mount --daemon: exit %d, mounted %v\n%s", daemon.code, isMounted(dir), daemon.stderr)
+	}
+	var pid int
+	if _, err := fmt.Sscanf(daemon.stderr, "sealfs: mounted in the background (pid %d,", &pid); err != nil || pid <= 0 || !alive(pid) {
+		t.Fatalf("mount --daemon named pid %d (%v), not a live process:\n%s", pid, err, daemon.stderr)
 	}
 	if r := withRuntime("mount", filepath.Join(base, "nope"), "--daemon"); r.code != 2 {
 		t.Fatalf("mount on a missing directory: exit %d", r.code)
 	}
 	os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644)
 	r := withRuntime("status")
-	if r.code != 0 || !strings.Contains(r.stdout, dir) || !strings.Contains(r.stdout, "alice@") {
+	if r.code != 0 || !strings.Contains(r.stdout, dir) || !strings.Contains(r.stdout, "alice@") || !strings.Contains(r.stdout, fmt.Sprint(pid)) {
 		t.Fatalf("status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := withRuntime("umount", dir); r.code != 0 {
