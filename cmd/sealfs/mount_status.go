@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,20 +44,34 @@ func statusDir() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("sealfs-%d", os.Getuid()))
 }
 
-// statusWriter updates a mount's status file every second.
+// statusWriter keeps a mount's status file current: it looks at the
+// counters five times a second and rewrites the file when they changed, so
+// that 'sealfs status' run right after a copy shows it, and otherwise
+// every few seconds.
 type statusWriter struct {
 	path string
 	stop chan struct{}
 	done chan struct{}
 }
 
+const (
+	statusPoll    = 200 * time.Millisecond
+	statusRefresh = 5 * time.Second
+)
+
 func startStatus(dir string, cfg *clientConfig, fsys *fusefs.FS, log *slog.Logger) *statusWriter {
 	sd := statusDir()
 	w := &statusWriter{path: filepath.Join(sd, strconv.Itoa(os.Getpid())+".json"), stop: make(chan struct{}), done: make(chan struct{})}
 	st := mountStatus{PID: os.Getpid(), Server: cfg.Server, User: cfg.User, MountPoint: dir, Started: time.Now()}
-	write := func() {
+	var last fusefs.Stats
+	write := func(force bool) {
+		stats := fsys.Stats()
+		if !force && reflect.DeepEqual(stats, last) && time.Since(st.Updated) < statusRefresh {
+			return
+		}
+		last = stats
 		st.Updated = time.Now()
-		st.Stats = fsys.Stats()
+		st.Stats = stats
 		b, _ := json.MarshalIndent(&st, "", "  ")
 		if err := writeFileAtomic(w.path, append(b, '\n'), 0o600, false); err != nil {
 			log.Warn("status file", "err", err)
@@ -65,17 +80,17 @@ func startStatus(dir string, cfg *clientConfig, fsys *fusefs.FS, log *slog.Logge
 	if err := os.MkdirAll(sd, 0o700); err != nil {
 		log.Warn("status directory", "err", err)
 	}
-	write()
+	write(true)
 	go func() {
 		defer close(w.done)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(statusPoll)
 		defer t.Stop()
 		for {
 			select {
 			case <-w.stop:
 				return
 			case <-t.C:
-				write()
+				write(false)
 			}
 		}
 	}()

@@ -9,6 +9,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -354,6 +355,21 @@ func TestMountCommands(t *testing.T) {
 		t.Fatalf("mount on a missing directory: exit %d", r.code)
 	}
 	os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644)
+	// The file's commit shows in status once the mount rewrites its file.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var st []mountStatus
+		r := withRuntime("status", "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st) != 1 {
+			t.Fatalf("status --json: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+		}
+		if st[0].Commits >= 1 && st[0].PID == pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status --json still shows %+v", st[0])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	r := withRuntime("status")
 	if r.code != 0 || !strings.Contains(r.stdout, dir) || !strings.Contains(r.stdout, "alice@") || !strings.Contains(r.stdout, fmt.Sprint(pid)) {
 		t.Fatalf("status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
