@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,6 +232,21 @@ func TestServerDown(t *testing.T) {
 	var ne *NetError
 	if !errors.As(err, &ne) || !ne.Refused() || !strings.Contains(err.Error(), "cannot reach https://"+addr+": connection refused") {
 		t.Fatalf("server down: %v", err)
+	}
+
+	// When the caller's deadline ends the retries (a mount's --timeout),
+	// the error is the deadline's and still says what was failing.
+	c, _ = New(Options{URL: "https://" + addr, Trust: Trust{Fingerprint: FingerprintPrefix + strings.Repeat("A", 43)},
+		Retry: RetryPolicy{Attempts: 1000, Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = c.Health(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("server down, deadline: %v", err)
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		t.Fatalf("server down, deadline: the retried failure's errno %v leaks into %v", errno, err)
 	}
 }
 

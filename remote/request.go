@@ -62,6 +62,7 @@ const maxJSONAnswer = 160 << 20
 func (c *Client) do(ctx context.Context, r *request) error {
 	relogged := false
 	busy, failures := 0, 0
+	var retried error // the failure the loop is retrying, if any
 	for {
 		token := c.Token()
 		status, hdr, err := c.once(ctx, r, token)
@@ -69,7 +70,7 @@ func (c *Client) do(ctx context.Context, r *request) error {
 			return nil
 		}
 		if ctx.Err() != nil {
-			return context.Cause(ctx)
+			return gaveUp(ctx, retried)
 		}
 		if r.auth && IsUnauthorized(err) && !relogged && c.canRelogin() {
 			relogged = true
@@ -102,10 +103,24 @@ func (c *Client) do(ctx context.Context, r *request) error {
 		if wait == 0 {
 			wait = c.retry.backoff(max(failures, 1))
 		}
-		if serr := sleep(ctx, wait); serr != nil {
-			return serr
+		retried = err
+		if sleep(ctx, wait) != nil {
+			return gaveUp(ctx, retried)
 		}
 	}
+}
+
+// gaveUp is the error of a request whose caller's deadline or cancellation
+// ended it between retries: the caller's reason, which errors.Is finds, and
+// the failure that was being retried, which says why the time ran out (a
+// server that refuses connections, say). The failure is text only, so an
+// errno inside it cannot become the caller's.
+func gaveUp(ctx context.Context, retried error) error {
+	cause := context.Cause(ctx)
+	if retried == nil || isContextErr(retried) {
+		return cause
+	}
+	return fmt.Errorf("%w while retrying after: %v", cause, retried)
 }
 
 // maxBusyRetries bounds the waits for a free upload slot (about a minute
