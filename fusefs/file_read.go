@@ -70,11 +70,17 @@ type readOpts struct {
 	keep  bool   // a chunk it downloads goes into the chunk cache
 	push  bool   // the parts of opened blocks it did not ask for go to the page cache
 	epoch uint64 // the page gate's epoch when the read started
+	// pin, when set, receives the hot set's own bytes instead of a copy
+	// into dst, for a read that one held chunk serves whole.
+	pin **hotBytes
 }
 
 // read fills dest from offset off of the file: dirty buffers first, then
-// sealed chunks, opening only the blocks the range touches.
-func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) {
+// sealed chunks, opening only the blocks the range touches. When pin is
+// set and one chunk of the hot set serves the whole range, nothing is
+// copied: *pin holds those bytes, dest is untouched, and the caller must
+// call Done once it no longer needs them.
+func (n *node) read(st *fileState, dest []byte, off int64, pin **hotBytes) (int, syscall.Errno) {
 	cs := st.chunkSize()
 	o := readOpts{push: true, epoch: n.pages.epoch.Load()}
 	n.mu.Lock()
@@ -110,7 +116,11 @@ func (n *node) read(st *fileState, dest []byte, off int64) (int, syscall.Errno) 
 		} else {
 			e := st.entryAt(i)
 			n.mu.Unlock()
-			if err := n.readEntryWith(st, i, e, out, a, o); err != nil {
+			eo := o
+			if pos == off && int64(b-a) == end-off {
+				eo.pin = pin // one segment: it may be served in place
+			}
+			if err := n.readEntryWith(st, i, e, out, a, eo); err != nil {
 				return 0, n.fsys.fail("read", n.path(), err)
 			}
 		}
@@ -153,12 +163,10 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 	if tail := a + len(dst) - valid; tail > 0 {
 		clear(dst[len(dst)-tail:])
 		dst = dst[:len(dst)-tail]
+		o.pin = nil // the zeros are in dst only
 	}
 	hk := hotKey{file: n.id, index: i, id: e.id}
-	if n.fsys.hot.read(hk, dst, a) {
-		if o.push {
-			n.pushFromHot(st, o, hk, i, valid, a, len(dst))
-		}
+	if n.readHot(st, o, hk, i, valid, dst, a) {
 		return nil
 	}
 	bs := int(st.layout.BlockSize)
@@ -182,10 +190,7 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 			if err != nil {
 				return err
 			}
-			if n.fsys.hot.read(hk, dst, a) {
-				if o.push {
-					n.pushFromHot(st, o, hk, i, valid, a, len(dst))
-				}
+			if n.readHot(st, o, hk, i, valid, dst, a) {
 				return nil
 			}
 			err = n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
@@ -216,6 +221,24 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 		}
 	}
 	return nil
+}
+
+// readHot serves dst from byte a of chunk i when the hot set holds it: in
+// place through o.pin when the caller asked for that, else as a copy.
+func (n *node) readHot(st *fileState, o readOpts, hk hotKey, i, valid int, dst []byte, a int) bool {
+	var ok bool
+	if o.pin != nil {
+		if hb := n.fsys.hot.pin(hk, a, len(dst)); hb != nil {
+			*o.pin, ok = hb, true
+		}
+	}
+	if !ok && !n.fsys.hot.read(hk, dst, a) {
+		return false
+	}
+	if o.push {
+		n.pushFromHot(st, o, hk, i, valid, a, len(dst))
+	}
+	return true
 }
 
 // pushFromHot pushes the parts of the blocks of chunk i that a read of

@@ -92,7 +92,15 @@ var (
 
 // Read reads from the file's current state, unsaved writes included.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	k, e := h.n.read(h.st, dest, off)
+	var hb *hotBytes
+	k, e := h.n.read(h.st, dest, off, &hb)
+	if hb != nil {
+		if e != 0 {
+			hb.Done()
+			return nil, e
+		}
+		return hb, 0
+	}
 	if e != 0 {
 		return nil, e
 	}

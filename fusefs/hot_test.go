@@ -1,0 +1,47 @@
+package fusefs
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/sealfs/sealfs/crypto"
+)
+
+// TestHotBytesOutliveEviction checks that bytes lent to a FUSE reply stay
+// the chunk's until the reply is done, even when the chunk leaves the hot
+// set meanwhile, and that the buffer is released exactly once.
+func TestHotBytesOutliveEviction(t *testing.T) {
+	h := newHotChunks(1)
+	kA := hotKey{index: 0, id: crypto.ID{1}}
+	kB := hotKey{index: 1, id: crypto.ID{2}}
+	a := getBuf(64)
+	copy(a, bytes.Repeat([]byte("a"), 64))
+	h.put(kA, a, a[:64])
+
+	if h.pin(kA, 60, 8) != nil || h.pin(kA, 0, 0) != nil || h.pin(kB, 0, 1) != nil {
+		t.Fatal("pin lent bytes past the chunk, none at all, or of a chunk not held")
+	}
+	hb := h.pin(kA, 8, 16)
+	if hb == nil {
+		t.Fatal("pin of a held chunk failed")
+	}
+	slices, st := hb.Slices()
+	got, st2 := hb.Bytes(nil)
+	if !st.Ok() || !st2.Ok() || len(slices) != 1 || !bytes.Equal(slices[0], got) || hb.Size() != 16 || string(got) != string(bytes.Repeat([]byte("a"), 16)) {
+		t.Fatalf("lent %q / %q (size %d)", slices, got, hb.Size())
+	}
+
+	b := getBuf(64)
+	h.put(kB, b, b[:64]) // evicts A while it is lent
+	if h.has(kA) || h.pin(kA, 0, 1) != nil {
+		t.Fatal("an evicted chunk is still served")
+	}
+	if !hb.c.evicted || hb.c.refs != 1 {
+		t.Fatalf("evicted chunk: evicted %v, refs %d; want true, 1 (its buffer must wait for the reply)", hb.c.evicted, hb.c.refs)
+	}
+	hb.Done()
+	hb.Done() // go-fuse calls it once; a second call must not release twice
+	if hb.c.refs != 0 {
+		t.Fatalf("after Done: refs %d, want 0", hb.c.refs)
+	}
+}
