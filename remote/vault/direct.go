@@ -3,6 +3,8 @@ package vault
 import (
 	"errors"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -11,23 +13,27 @@ import (
 // lengths; a multiple of every common block size.
 const directAlign = 4096
 
-// directWriter writes a download's plaintext at increasing offsets with
-// O_DIRECT: chunks go from the verified buffer to the disk without a copy
-// into the page cache, which on the machines measured cost about a third of
-// a large get. The last chunk is padded with zeros to the alignment; the
-// caller truncates the file to its size. Where O_DIRECT is refused, or an
-// offset is not aligned, it writes through the page cache instead. The
-// descriptor out stays the file's for syncing and truncating.
+// directWriter writes a download's chunks at their offsets with O_DIRECT:
+// they go from the verified buffer to the disk without a copy into the
+// page cache, which on the machines measured cost about a third of a large
+// get. It is safe for concurrent use: each download worker writes its own
+// chunk as soon as it verified, so the disk sees several writes at once
+// instead of one after the other (a chunk's write took 2-3 ms while the
+// server was reading from the same disk, which capped a get at about
+// 330 MB/s when the chunks were written in order by one goroutine). The
+// last chunk is padded with zeros to the alignment; the caller truncates
+// the file to its size. Where O_DIRECT is refused, or an offset is not
+// aligned, it writes through the page cache instead. The descriptor out
+// stays the file's for syncing and truncating.
 type directWriter struct {
-	out    *os.File
-	direct *os.File // nil once refused
-	off    int64
-	bounce []byte
+	out     *os.File
+	direct  *os.File // nil when O_DIRECT could not be opened
+	refused atomic.Bool
 }
 
-func newDirectWriter(out *os.File, off int64) *directWriter {
-	w := &directWriter{out: out, off: off}
-	if oDirect != 0 && off%directAlign == 0 {
+func newDirectWriter(out *os.File) *directWriter {
+	w := &directWriter{out: out}
+	if oDirect != 0 {
 		if d, err := os.OpenFile(out.Name(), os.O_WRONLY|oDirect, 0); err == nil {
 			w.direct = d
 		}
@@ -35,18 +41,20 @@ func newDirectWriter(out *os.File, off int64) *directWriter {
 	return w
 }
 
-func (w *directWriter) Write(p []byte) (int, error) {
-	if w.direct != nil && w.off%directAlign == 0 {
+// WriteAt implements io.WriterAt.
+func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
+	if w.direct != nil && !w.refused.Load() && off%directAlign == 0 {
 		n := (len(p) + directAlign - 1) &^ (directAlign - 1)
 		src := p
 		if n != len(p) || uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign != 0 {
-			src = w.aligned(n)
+			bounce := alignedBuf(n)
+			defer bounce.release()
+			src = bounce.b
 			copy(src, p)
 			clear(src[len(p):])
 		}
-		_, err := w.direct.WriteAt(src, w.off)
+		_, err := w.direct.WriteAt(src, off)
 		if err == nil {
-			w.off += int64(len(p))
 			return len(p), nil
 		}
 		if !errors.Is(err, syscall.EINVAL) {
@@ -54,25 +62,36 @@ func (w *directWriter) Write(p []byte) (int, error) {
 		}
 		// The file system wants another alignment, or no O_DIRECT at
 		// all: the page cache from here on.
-		w.direct.Close()
-		w.direct = nil
+		w.refused.Store(true)
 	}
-	n, err := w.out.WriteAt(p, w.off)
-	w.off += int64(n)
-	return n, err
+	return w.out.WriteAt(p, off)
 }
 
-// aligned returns a directAlign-aligned buffer of n bytes.
-func (w *directWriter) aligned(n int) []byte {
-	if cap(w.bounce) < n {
-		b := make([]byte, n+directAlign)
-		off := int(uintptr(directAlign)-uintptr(unsafe.Pointer(unsafe.SliceData(b)))%directAlign) % directAlign
-		w.bounce = b[off : off+n : off+n]
-	}
-	return w.bounce[:n]
+// aligned is a directAlign-aligned buffer from bouncePool.
+type aligned struct {
+	b    []byte
+	full *[]byte
 }
 
-// Close releases the O_DIRECT descriptor; out stays open.
+// bouncePool holds buffers for writes whose source is not aligned (a
+// short last chunk, mostly), each large enough for a whole chunk.
+var bouncePool sync.Pool
+
+// alignedBuf returns an aligned buffer of n bytes.
+func alignedBuf(n int) aligned {
+	if bp, ok := bouncePool.Get().(*[]byte); ok && cap(*bp) >= n {
+		return aligned{b: (*bp)[:n], full: bp}
+	}
+	b := make([]byte, n+directAlign)
+	off := int(uintptr(directAlign)-uintptr(unsafe.Pointer(unsafe.SliceData(b)))%directAlign) % directAlign
+	b = b[off : off+n : off+n]
+	return aligned{b: b, full: &b}
+}
+
+func (a aligned) release() { bouncePool.Put(a.full) }
+
+// Close releases the O_DIRECT descriptor, once no write is running; out
+// stays open.
 func (w *directWriter) Close() error {
 	if w.direct == nil {
 		return nil

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 )
 
-// TestDirectWriter writes chunk-like pieces, the last one short, from
-// aligned and unaligned buffers, and checks the file holds them exactly
-// once truncated to their length, as Download does.
+// TestDirectWriter writes chunk-like pieces at their offsets, concurrently
+// and out of order, the last one short, from aligned and unaligned
+// buffers, and checks the file holds them exactly once truncated to their
+// length, as Download does.
 func TestDirectWriter(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out")
 	out, err := os.Create(path)
@@ -18,26 +20,30 @@ func TestDirectWriter(t *testing.T) {
 	}
 	defer out.Close()
 	const chunk = 64 << 10
-	want := make([]byte, 3*chunk+1234)
+	want := make([]byte, 7*chunk+1234)
 	for i := range want {
 		want[i] = byte(i*7 + i>>11)
 	}
-	w := newDirectWriter(out, 0)
+	w := newDirectWriter(out)
 	if oDirect != 0 && w.direct == nil {
 		t.Logf("O_DIRECT refused by the file system of %s: testing the fallback only", path)
 	}
-	backing := make([]byte, chunk+1)
-	for off := 0; off < len(want); off += chunk {
+	var wg sync.WaitGroup
+	for _, off := range []int{6 * chunk, chunk, 0, 7 * chunk, 3 * chunk, 2 * chunk, 5 * chunk, 4 * chunk} {
 		p := want[off:min(off+chunk, len(want))]
-		if off == chunk {
-			// An unaligned source buffer goes through the bounce buffer.
+		if off == chunk || off == 4*chunk {
+			// An unaligned source buffer goes through a bounce buffer.
+			backing := make([]byte, chunk+1)
 			copy(backing[1:], p)
 			p = backing[1 : 1+len(p)]
 		}
-		if n, err := w.Write(p); err != nil || n != len(p) {
-			t.Fatalf("write at %d: %d, %v", off, n, err)
-		}
+		wg.Go(func() {
+			if n, err := w.WriteAt(p, int64(off)); err != nil || n != len(p) {
+				t.Errorf("write at %d: %d, %v", off, n, err)
+			}
+		})
 	}
+	wg.Wait()
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -135,6 +135,12 @@ type ReadOptions struct {
 	// the start of the file): a resumable download records its progress
 	// there.
 	AfterChunk func(i int, end int64) error
+	// At, when set, takes the place of w: the worker that fetched a chunk
+	// writes it at its offset in the file as soon as it verified, so the
+	// writes overlap each other and the downloads. AfterChunk still comes
+	// in order, once the chunk's write and those of all before it
+	// returned. At must allow concurrent writes to different ranges.
+	At io.WriterAt
 }
 
 // slot is one chunk of the readahead window: fetched by a worker, consumed
@@ -147,8 +153,8 @@ type slot struct {
 	err   error
 }
 
-// WriteTo writes the file's plaintext to w in order, fetching and verifying
-// up to v.parallel chunks ahead. Memory is bounded by the window: no more
+// WriteTo writes the file's plaintext to w in order (or to opts.At, at each
+// chunk's offset), fetching and verifying up to v.parallel chunks ahead. Memory is bounded by the window: no more
 // than 2×parallel chunks are held at once, whatever the file's size. No
 // byte of a chunk reaches w before the whole chunk verified.
 func (v *Vault) WriteTo(ctx context.Context, f *File, w io.Writer, opts ReadOptions) error {
@@ -185,6 +191,9 @@ func (v *Vault) WriteTo(ctx context.Context, f *File, w io.Writer, opts ReadOpti
 					return
 				}
 				s.plain, s.err = v.ReadChunk(ctx, f, s.i, s.buf.plain, s.buf.sealed)
+				if s.err == nil && opts.At != nil {
+					_, s.err = opts.At.WriteAt(s.plain, int64(s.i)*int64(layout.ChunkSize()))
+				}
 			}()
 		}
 	}()
@@ -196,7 +205,11 @@ func (v *Vault) WriteTo(ctx context.Context, f *File, w io.Writer, opts ReadOpti
 			err = s.err
 		}
 		if err == nil {
-			if _, werr := w.Write(s.plain); werr != nil {
+			var werr error
+			if opts.At == nil {
+				_, werr = w.Write(s.plain)
+			}
+			if werr != nil {
 				err = werr
 			} else {
 				end += int64(len(s.plain))

@@ -83,10 +83,14 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 
 	ck := &checkpointer{out: out, side: side, meta: meta, last: time.Now(), done: meta.Done}
 	verified := meta.Done
-	dw := newDirectWriter(out, meta.Done)
+	// The last chunk's write is padded to the alignment; Truncate below
+	// gives the file its size.
+	preallocate(out, (f.Size()+directAlign-1)&^(directAlign-1))
+	dw := newDirectWriter(out)
 	defer dw.Close()
-	err = v.WriteTo(ctx, f, dw, ReadOptions{
+	err = v.WriteTo(ctx, f, nil, ReadOptions{
 		FromChunk: int(from),
+		At:        dw,
 		Progress:  opts.Progress,
 		Limit:     opts.Limit,
 		AfterChunk: func(_ int, end int64) error {
