@@ -18,9 +18,9 @@ const directAlign = 4096
 // page cache, which on the machines measured cost about a third of a large
 // get. It is safe for concurrent use: each download worker writes its own
 // chunk as soon as it verified, so the disk sees several writes at once
-// instead of one after the other (a chunk's write took 2-3 ms while the
-// server was reading from the same disk, which capped a get at about
-// 330 MB/s when the chunks were written in order by one goroutine). The
+// instead of one after the other (a chunk's write took 2-3 ms on average
+// while the server was reading from the same disk, all of it on the
+// download's path when one goroutine wrote the chunks in order). The
 // last chunk is padded with zeros to the alignment; the caller truncates
 // the file to its size. Where O_DIRECT is refused, or an offset is not
 // aligned, it writes through the page cache instead. The descriptor out

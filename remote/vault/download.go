@@ -154,9 +154,10 @@ type slot struct {
 }
 
 // WriteTo writes the file's plaintext to w in order (or to opts.At, at each
-// chunk's offset), fetching and verifying up to v.parallel chunks ahead. Memory is bounded by the window: no more
-// than 2×parallel chunks are held at once, whatever the file's size. No
-// byte of a chunk reaches w before the whole chunk verified.
+// chunk's offset), fetching and verifying up to v.parallel chunks ahead.
+// Memory is bounded by the window: no more than 2×parallel chunks are held
+// at once, whatever the file's size. No byte of a chunk reaches w (or At)
+// before the whole chunk verified.
 func (v *Vault) WriteTo(ctx context.Context, f *File, w io.Writer, opts ReadOptions) error {
 	prog := progressOr(opts.Progress)
 	n := len(f.Manifest.Chunks)
