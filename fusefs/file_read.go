@@ -78,8 +78,8 @@ type readOpts struct {
 // read fills dest from offset off of the file: dirty buffers first, then
 // sealed chunks, opening only the blocks the range touches. When pin is
 // set and one chunk of the hot set serves the whole range, nothing is
-// copied: *pin holds those bytes, dest is untouched, and the caller must
-// call Done once it no longer needs them.
+// copied: the read succeeded, *pin holds those bytes, dest is untouched,
+// and the caller must call Done once it no longer needs them.
 func (n *node) read(st *fileState, dest []byte, off int64, pin **hotBytes) (int, syscall.Errno) {
 	cs := st.chunkSize()
 	o := readOpts{push: true, epoch: n.pages.epoch.Load()}

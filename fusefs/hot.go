@@ -107,8 +107,9 @@ func (h *hotChunks) read(k hotKey, dst []byte, a int) bool {
 }
 
 // hotBytes lends a read the hot set's own bytes of a chunk, so that the
-// reply goes to the kernel without being copied first (a tenth of a cold
-// sequential read's CPU went into that copy). It is a fuse.ReadResult
+// reply goes to the kernel without being copied first (that copy was about
+// 4 % of the mount's CPU in a cold sequential read: 0.10 of 2.45 s per
+// GiB in its profile). It is a fuse.ReadResult
 // that go-fuse writes as is (Slices) and releases with Done once the reply
 // is sent; until then the chunk's buffer is not reused.
 type hotBytes struct {

@@ -95,10 +95,6 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	var hb *hotBytes
 	k, e := h.n.read(h.st, dest, off, &hb)
 	if hb != nil {
-		if e != 0 {
-			hb.Done()
-			return nil, e
-		}
 		return hb, 0
 	}
 	if e != 0 {

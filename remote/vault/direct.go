@@ -3,7 +3,6 @@ package vault
 import (
 	"errors"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -47,9 +46,9 @@ func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 		n := (len(p) + directAlign - 1) &^ (directAlign - 1)
 		src := p
 		if n != len(p) || uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directAlign != 0 {
-			bounce := alignedBuf(n)
-			defer bounce.release()
-			src = bounce.b
+			// Rare: the short last chunk, or a source the allocator
+			// did not align.
+			src = alignedBuf(n)
 			copy(src, p)
 			clear(src[len(p):])
 		}
@@ -67,28 +66,12 @@ func (w *directWriter) WriteAt(p []byte, off int64) (int, error) {
 	return w.out.WriteAt(p, off)
 }
 
-// aligned is a directAlign-aligned buffer from bouncePool.
-type aligned struct {
-	b    []byte
-	full *[]byte
-}
-
-// bouncePool holds buffers for writes whose source is not aligned (a
-// short last chunk, mostly), each large enough for a whole chunk.
-var bouncePool sync.Pool
-
-// alignedBuf returns an aligned buffer of n bytes.
-func alignedBuf(n int) aligned {
-	if bp, ok := bouncePool.Get().(*[]byte); ok && cap(*bp) >= n {
-		return aligned{b: (*bp)[:n], full: bp}
-	}
+// alignedBuf returns a new directAlign-aligned buffer of n bytes.
+func alignedBuf(n int) []byte {
 	b := make([]byte, n+directAlign)
 	off := int(uintptr(directAlign)-uintptr(unsafe.Pointer(unsafe.SliceData(b)))%directAlign) % directAlign
-	b = b[off : off+n : off+n]
-	return aligned{b: b, full: &b}
+	return b[off : off+n : off+n]
 }
-
-func (a aligned) release() { bouncePool.Put(a.full) }
 
 // Close releases the O_DIRECT descriptor, once no write is running; out
 // stays open.
