@@ -80,6 +80,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 				close(cached)
 			}(m.Chunks[0].ID, small.sealed)
 		}
+		gen := n.fsys.gen()
 		vn, err := n.send(m, small)
 		if small != nil {
 			if cached != nil {
@@ -88,7 +89,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			putBuf(small.sealed)
 		}
 		if err == nil {
-			n.committed(st, m, vn)
+			n.committed(st, m, vn, gen)
 			return 0
 		}
 		switch {
@@ -266,10 +267,12 @@ func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) 
 	return n.fsys.v.CommitManifest(ctx, m, a, ver)
 }
 
-// committed makes m the base of the file's state.
-func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node) {
+// committed makes m the base of the file's state; gen is the
+// invalidation counter read before the commit was sent.
+func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen uint64) {
 	n.mu.Lock()
 	st.setManifest(m)
+	st.based = gen
 	for i, dc := range st.dirty {
 		delete(st.dirty, i)
 		n.freeDirty(dc)

@@ -69,6 +69,11 @@ type fileState struct {
 	randomRun   int
 	fillStarted bool
 	lastErr     error
+	// based is the mount's invalidation counter (FS.gen) read before the
+	// fetch or commit that made the base version: a state kept after its
+	// last close may be used again only while nothing was invalidated
+	// since (see keep).
+	based uint64
 }
 
 // newFileState builds the state of a file's committed version m.
@@ -148,6 +153,9 @@ func (n *node) openCount() int {
 func (n *node) loadFile() (*fileState, syscall.Errno) {
 	n.mu.Lock()
 	st := n.file
+	if st == nil {
+		st = n.reuseKept()
+	}
 	n.mu.Unlock()
 	if st != nil {
 		return st, 0
@@ -157,6 +165,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	}
 	c, cancel := n.fsys.ctx()
 	defer cancel()
+	gen := n.fsys.gen()
 	f, err := n.fsys.v.OpenFile(c, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
 	if err != nil {
 		return nil, n.fsys.fail("open", n.path(), err)
@@ -170,6 +179,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	n.maxGen = f.Manifest.Generation
 	n.mu.Unlock()
 	st = newFileState(n, f.Manifest, f.Cipher())
+	st.based = gen
 	n.mu.Lock()
 	n.file = st
 	n.attr, n.version, n.nlink = f.Node.Attr, f.Node.Version, f.Node.Nlink
@@ -214,11 +224,77 @@ func (n *node) newFile() (*fileState, error) {
 // next open fetches the newest version.
 func (n *node) dropIfIdle() {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	if st := n.file; st != nil && st.opens == 0 && !st.pinned() && st.inflight == 0 {
-		n.file = nil
-		n.fetched = n.fetched.Add(-attrTTL) // the kernel may ask again soon
+	st := n.file
+	if st == nil || st.opens != 0 || st.pinned() || st.inflight != 0 {
+		n.mu.Unlock()
+		return
 	}
+	n.file = nil
+	n.fetched = n.fetched.Add(-attrTTL) // the kernel may ask again soon
+	keep := st.lastErr == nil && n.fsys.gen() == st.based
+	if keep {
+		n.kept, n.keptAt = st, time.Now()
+	}
+	n.mu.Unlock()
+	if keep {
+		n.fsys.keep(n, st)
+	}
+}
+
+// maxKept bounds the states kept after their last close: each holds its
+// file's chunk list and cipher, and a copy of 100,000 files must not keep
+// them all. Reopening happens right after the close or not at all.
+const maxKept = 64
+
+// keptState is one state kept after its file's last close.
+type keptState struct {
+	n  *node
+	st *fileState
+}
+
+// keep records that n keeps st, and forgets the oldest kept state when
+// more than maxKept are. It is called without any node's mu held.
+func (f *FS) keep(n *node, st *fileState) {
+	f.keptMu.Lock()
+	if len(f.kept) < maxKept {
+		f.kept = append(f.kept, keptState{n, st})
+		f.keptMu.Unlock()
+		return
+	}
+	old := f.kept[f.keptNext]
+	f.kept[f.keptNext] = keptState{n, st}
+	f.keptNext = (f.keptNext + 1) % maxKept
+	f.keptMu.Unlock()
+	old.n.mu.Lock()
+	if old.n.kept == old.st {
+		old.n.kept = nil
+	}
+	old.n.mu.Unlock()
+}
+
+// reuseKept returns the state kept since the file's last close, when it
+// still describes the file, and makes it the node's open state; nil
+// otherwise. rsync closes the file it wrote, then opens it again to
+// fchmod it; git and editors reopen what they just wrote. Without this
+// every such open fetched the manifest the mount had just committed, a
+// round trip of about 1 ms. The state is used while nothing was
+// invalidated since its base was fetched or committed (the change feed
+// reports every other client's change), and for attrTTL at most, like
+// an attribute fetched without the feed: what the feed cannot report (a
+// server that rolled the file back) is then found by the next open after
+// that. The caller holds n.mu.
+func (n *node) reuseKept() *fileState {
+	st := n.kept
+	if st == nil {
+		return nil
+	}
+	n.kept = nil
+	if st.gen != n.attr.Generation || n.fsys.gen() != st.based || time.Since(n.keptAt) >= attrTTL {
+		return nil
+	}
+	st.readEnd, st.randomRun, st.fillStarted = 0, 0, false
+	n.file = st
+	return st
 }
 
 // waitIdle waits until no background upload of st runs. The caller holds

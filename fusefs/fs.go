@@ -102,6 +102,12 @@ type FS struct {
 	following     atomic.Bool         // the change feed is followed and current
 	invalidations atomic.Uint64       // batches of invalidations so far
 	cursor        int64               // the feed's cursor when New returned (-1: none)
+
+	// keptMu guards kept and keptNext: the states kept after their last
+	// close, oldest at keptNext once maxKept are (see FS.keep).
+	keptMu   sync.Mutex
+	kept     []keptState
+	keptNext int
 }
 
 // New returns the filesystem of opts.Vault. Call Root for the go-fuse root

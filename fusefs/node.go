@@ -34,6 +34,10 @@ type node struct {
 	target  string
 	fetched time.Time // when attr last came from the server
 	file    *fileState
+	// kept is the state of the file as of its last close, kept for a
+	// moment in case it is opened again (see reuseKept); keptAt is when.
+	kept   *fileState
+	keptAt time.Time
 	// pending is set while a file created here is not yet on the server:
 	// its first commit creates it (see Create).
 	pending *pendingCreate

@@ -140,12 +140,15 @@ func (s *testServer) admin(args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// chunkBytesIn reads the server's counter of sealed chunk bytes received.
-func (s *testServer) chunkBytesIn() float64 { return s.chunkBytes("in") }
+// requests reads how many requests of route (such as "GET /v1/inodes/{id}")
+// the server has answered, from its metrics endpoint.
+func (s *testServer) requests(route string) float64 {
+	return s.metric(`sealfs_request_duration_seconds_count{route="` + route + `"}`)
+}
 
-// chunkBytes reads the server's counter of sealed chunk bytes in direction
-// dir ("in" or "out") from its metrics endpoint.
-func (s *testServer) chunkBytes(dir string) float64 {
+// metric reads the value of the metrics line that starts with prefix; 0
+// when there is none.
+func (s *testServer) metric(prefix string) float64 {
 	s.t.Helper()
 	out, err := exec.Command("curl", "-s", "http://"+s.metrics+"/metrics").Output()
 	if err != nil {
@@ -153,11 +156,20 @@ func (s *testServer) chunkBytes(dir string) float64 {
 	}
 	var v float64
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "sealfs_chunk_bytes_total{") && strings.Contains(line, `"`+dir+`"`) {
+		if strings.HasPrefix(line, prefix) {
 			fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &v)
 		}
 	}
 	return v
+}
+
+// chunkBytesIn reads the server's counter of sealed chunk bytes received.
+func (s *testServer) chunkBytesIn() float64 { return s.chunkBytes("in") }
+
+// chunkBytes reads the server's counter of sealed chunk bytes in direction
+// dir ("in" or "out") from its metrics endpoint.
+func (s *testServer) chunkBytes(dir string) float64 {
+	return s.metric(`sealfs_chunk_bytes_total{direction="` + dir + `"}`)
 }
 
 // device is one client configuration directory with its password.

@@ -286,3 +286,43 @@ func TestMountSeesOtherClientsInKnownDirs(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 }
+
+// A file opened again right after its close (rsync reopens the file it
+// wrote to fchmod it; git and editors reread what they wrote) is opened
+// from what the mount committed, without fetching its manifest again, and
+// a change by another client still shows.
+func TestMountReopenAfterClose(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	cli := loginDevice(t, s, "alice", "pw")
+
+	if err := os.WriteFile(m.path("a.txt"), []byte("one"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := s.requests("GET /v1/inodes/{id}")
+	for i := range 5 {
+		f, err := os.Open(m.path("a.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Chmod(0o600 | os.FileMode(i%2)<<2); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || string(got) != "one" {
+			t.Fatalf("reopen %d: %q, %v", i, got, err)
+		}
+	}
+	if after := s.requests("GET /v1/inodes/{id}"); after != before {
+		t.Fatalf("reopening a file the mount just wrote fetched it %v times", after-before)
+	}
+
+	cli.ok("put", writeTemp(t, "two from the CLI"), "/a.txt")
+	eventually(t, "the mount reads the CLI's version", func() bool {
+		got, err := os.ReadFile(m.path("a.txt"))
+		return err == nil && string(got) == "two from the CLI"
+	})
+}
