@@ -32,13 +32,15 @@ import (
 // the file itself cannot stay (an LRU cache smaller than a file that is
 // read from start to end never hits). Its chunks live in the hot set only.
 const (
-	// readahead is how many chunks past a sequential read are fetched
-	// ahead; raFetches (fs.go's raSem) how many of them at once. Cold
-	// 1 GiB reads on loopback, 2 cores shared with the server: 8 and 4
+	// readaheadBytes is how far past a sequential read chunks are
+	// fetched ahead, raFetchBytes how much of that is fetched at once
+	// (fs.go's raSem); both are bytes, so that an account with larger
+	// chunks holds no more memory in flight. Cold 1 GiB reads of 1 MiB
+	// chunks on loopback, 2 cores shared with the server: 8 and 4 MiB
 	// gave 180 MiB/s, 16 and 8 190, 24 and 12 205, with less CPU per
 	// byte too (fewer idle wake-ups).
-	readahead = 24
-	raFetches = 12
+	readaheadBytes = 24 << 20
+	raFetchBytes   = 12 << 20
 
 	// fillFetches is how many fill downloads run at once in the mount.
 	fillFetches = 2
@@ -419,7 +421,10 @@ func (n *node) present(st *fileState, i int) (e entry, skip, ok bool) {
 // want next, so downloads overlap its reads. It never waits: when the
 // readahead slots are busy it does nothing.
 func (n *node) prefetch(st *fileState, from int, keep bool) {
-	for i := from; i < from+readahead; i++ {
+	cs := st.chunkSize()
+	ahead := max(1, int(readaheadBytes/cs))
+	weight := min(cs, raFetchBytes)
+	for i := from; i < from+ahead; i++ {
 		e, skip, ok := n.present(st, i)
 		if !ok {
 			return
@@ -427,15 +432,13 @@ func (n *node) prefetch(st *fileState, from int, keep bool) {
 		if skip {
 			continue
 		}
-		select {
-		case n.fsys.raSem <- struct{}{}:
-		default:
+		if !n.fsys.raSem.TryAcquire(weight) {
 			return
 		}
 		n.fsys.pending.Add(1)
 		go func() {
 			defer n.fsys.pending.Done()
-			defer func() { <-n.fsys.raSem }()
+			defer n.fsys.raSem.Release(weight)
 			if err := n.fetch(st, i, e, fetchAhead, keep); err != nil {
 				n.fsys.logError("readahead", n.path(), err)
 			}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/sealfs/sealfs/cache"
 	"github.com/sealfs/sealfs/crypto"
@@ -75,8 +76,8 @@ type FS struct {
 	ro           bool
 	host         string
 	log          *slog.Logger
-	upSem        chan struct{} // bounds concurrent chunk uploads
-	raSem        chan struct{} // bounds concurrent readahead fetches
+	upSem        chan struct{}       // bounds concurrent chunk uploads
+	raSem        *semaphore.Weighted // bounds the bytes of readahead fetches running
 
 	fetchMu sync.Mutex
 	fetches map[crypto.ID]*fetchCall
@@ -140,8 +141,8 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	f := &FS{
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge,
-		upSem: make(chan struct{}, opts.Uploads), raSem: make(chan struct{}, raFetches), rd: newReaders(),
-		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotChunksMax), dirty: map[*node]struct{}{},
+		upSem: make(chan struct{}, opts.Uploads), raSem: semaphore.NewWeighted(raFetchBytes), rd: newReaders(),
+		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{},
 		stop: make(chan struct{}), nodes: map[crypto.ID]*node{},
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)

@@ -23,7 +23,8 @@ import (
 // disk.
 type hotChunks struct {
 	mu      sync.Mutex
-	max     int
+	max     int64 // bytes of buffers held, beyond which the oldest go
+	size    int64
 	entries map[hotKey]*hotChunk
 	order   []*hotChunk // oldest first
 }
@@ -44,14 +45,19 @@ type hotChunk struct {
 	evicted bool
 }
 
-// hotChunksMax bounds the memory: readahead fetches plus the chunk being
-// read, for a few concurrent sequential readers (1 MiB each by default).
-// A sequential reader of a file too big for the chunk cache finds its
-// chunks only here, so it must hold more than a readahead window (two
-// such readers at once).
-const hotChunksMax = 2 * readahead
+// hotMax bounds the memory, in bytes: readahead fetches plus the chunk
+// being read, for a few concurrent sequential readers. A sequential
+// reader of a file too big for the chunk cache finds its chunks only
+// here, so it must hold more than a readahead window (two such readers at
+// once), and at least three chunks of layout l however large they are.
+// A bound in chunks held 192 MiB with 4 MiB chunks, more than the
+// mount's memory limit: the collector then ran without pause and a cold
+// read faulted in 1.4 GB of fresh pages per GiB read.
+func hotMax(l crypto.Layout) int64 {
+	return max(2*readaheadBytes, 3*int64(l.ChunkSize()))
+}
 
-func newHotChunks(max int) *hotChunks {
+func newHotChunks(max int64) *hotChunks {
 	return &hotChunks{max: max, entries: map[hotKey]*hotChunk{}}
 }
 
@@ -66,9 +72,11 @@ func (h *hotChunks) put(k hotKey, buf, p []byte) {
 	c := &hotChunk{key: k, buf: buf, p: p}
 	h.entries[k] = c
 	h.order = append(h.order, c)
-	for len(h.order) > h.max {
+	h.size += int64(cap(buf))
+	for h.size > h.max && len(h.order) > 1 {
 		old := h.order[0]
 		h.order = h.order[1:]
+		h.size -= int64(cap(old.buf))
 		delete(h.entries, old.key)
 		old.evicted = true
 		if old.refs == 0 {

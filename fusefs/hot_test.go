@@ -11,7 +11,7 @@ import (
 // the chunk's until the reply is done, even when the chunk leaves the hot
 // set meanwhile, and that the buffer is released exactly once.
 func TestHotBytesOutliveEviction(t *testing.T) {
-	h := newHotChunks(1)
+	h := newHotChunks(64) // one 64-byte chunk
 	kA := hotKey{index: 0, id: crypto.ID{1}}
 	kB := hotKey{index: 1, id: crypto.ID{2}}
 	a := getBuf(64)
@@ -43,5 +43,24 @@ func TestHotBytesOutliveEviction(t *testing.T) {
 	hb.Done() // go-fuse calls it once; a second call must not release twice
 	if hb.c.refs != 0 {
 		t.Fatalf("after Done: refs %d, want 0", hb.c.refs)
+	}
+}
+
+// TestHotChunksBoundBytes checks that the hot set is bounded by the bytes
+// it holds, not by a number of chunks, and keeps the newest chunk even
+// when that alone is larger than the bound.
+func TestHotChunksBoundBytes(t *testing.T) {
+	h := newHotChunks(3 << 10)
+	for i := range 4 {
+		b := getBuf(1 << 10)
+		h.put(hotKey{index: i, id: crypto.ID{byte(i + 1)}}, b, b)
+	}
+	if h.size != 3<<10 || len(h.order) != 3 || h.has(hotKey{index: 0, id: crypto.ID{1}}) {
+		t.Fatalf("after four 1 KiB chunks under a 3 KiB bound: %d bytes in %d chunks, oldest held %v", h.size, len(h.order), h.has(hotKey{index: 0, id: crypto.ID{1}}))
+	}
+	big := getBuf(8 << 10)
+	h.put(hotKey{index: 9, id: crypto.ID{9}}, big, big)
+	if len(h.order) != 1 || !h.has(hotKey{index: 9, id: crypto.ID{9}}) || h.size != 8<<10 {
+		t.Fatalf("a chunk larger than the bound: %d chunks, %d bytes", len(h.order), h.size)
 	}
 }
