@@ -238,6 +238,7 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 // send commits manifest m with the node's attributes, conditional on the
 // version the edits are based on.
 func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) {
+	defer n.fsys.changing()()
 	n.mu.Lock()
 	a, ver, pc := n.attr, n.version, n.pending
 	n.mu.Unlock()
@@ -358,6 +359,7 @@ func conflictName(name, host string, now time.Time, k int) string {
 // beside the original, so its chunks are sealed again for that ID. The
 // data is then durable, so close(2) succeeds; the log names both files.
 func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) syscall.Errno {
+	defer n.fsys.changing()()
 	name, parent := n.Parent()
 	pn, ok := (*node)(nil), false
 	if parent != nil {

@@ -104,6 +104,11 @@ type FS struct {
 	invalidations atomic.Uint64       // batches of invalidations so far
 	cursor        int64               // the feed's cursor when New returned (-1: none)
 
+	// ahead holds directory listings fetched ahead of their opendir;
+	// local counts this mount's changes on the server (listahead.go).
+	ahead *listAhead
+	local atomic.Uint64
+
 	// keptMu guards kept and keptNext: the states kept after their last
 	// close, oldest at keptNext once maxKept are (see FS.keep).
 	keptMu   sync.Mutex
@@ -143,7 +148,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge,
 		upSem: make(chan struct{}, opts.Uploads), raSem: semaphore.NewWeighted(raFetchBytes), rd: newReaders(),
 		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{},
-		stop: make(chan struct{}), nodes: map[crypto.ID]*node{},
+		stop: make(chan struct{}), nodes: map[crypto.ID]*node{}, ahead: newListAhead(),
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
@@ -163,6 +168,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	f.root.absorb(rn)
 	f.nodes[f.root.id] = f.root
 	go f.retryLoop()
+	f.startListAhead()
 	return f, nil
 }
 

@@ -58,13 +58,17 @@ var (
 
 // OpendirHandle lists the directory with every name opened and verified.
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	c, cancel := n.fsys.ctx()
-	defer cancel()
-	gen := n.fsys.gen()
-	entries, err := n.fsys.v.ReadDir(c, n.id)
-	if err != nil {
-		return nil, 0, n.fsys.fail("readdir", n.path(), err)
+	entries, gen, ok := n.fsys.takeListing(n.id)
+	if !ok {
+		c, cancel := n.fsys.ctx()
+		defer cancel()
+		gen = n.fsys.gen()
+		var err error
+		if entries, err = n.fsys.v.ReadDir(c, n.id); err != nil {
+			return nil, 0, n.fsys.fail("readdir", n.path(), err)
+		}
 	}
+	n.listAhead(entries)
 	entries = n.withPending(entries)
 	names := make(map[string]struct{}, len(entries))
 	for _, e := range entries {
@@ -204,6 +208,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 // create makes a directory or symlink in n.
 func (n *node) create(ctx context.Context, name string, typ int, mode uint32, target string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.changing()()
 	if n.fsys.ro {
 		return nil, syscall.EROFS
 	}
@@ -255,6 +260,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *node) remove(name string, dir bool) syscall.Errno {
+	defer n.fsys.changing()()
 	if n.fsys.ro {
 		return syscall.EROFS
 	}
@@ -316,6 +322,7 @@ func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno
 // Rename moves name to newName in newParent atomically on the server, with
 // rename(2)'s replace semantics, RENAME_NOREPLACE or RENAME_EXCHANGE.
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	defer n.fsys.changing()()
 	if n.fsys.ro {
 		return syscall.EROFS
 	}
@@ -397,6 +404,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // Link adds a hard link; the link count and version the server returns
 // become the node's.
 func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.fsys.changing()()
 	if n.fsys.ro {
 		return nil, syscall.EROFS
 	}

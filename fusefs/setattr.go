@@ -115,6 +115,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 // patch stores changed attributes now, conditional on the inode's version;
 // when another change came first, it is applied on top of that one.
 func (n *node) patch(change func(*crypto.Attr)) syscall.Errno {
+	defer n.fsys.changing()()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.mu.Lock()

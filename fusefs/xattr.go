@@ -118,6 +118,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 // result, conditional on the version it was read at; when another change
 // came first, it is applied again on top of that one.
 func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Errno) syscall.Errno {
+	defer n.fsys.changing()()
 	if n.fsys.ro {
 		return syscall.EROFS
 	}
