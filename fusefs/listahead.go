@@ -28,8 +28,8 @@ import (
 const (
 	listAheadMax     = 64              // directories queued per opendir
 	listAheadWorkers = 4               // listings fetched at once
-	listAheadKeep    = 256             // listings held for an opendir
-	listAheadEntries = 4096            // larger listings are not held
+	listAheadKeep    = 64              // listings held for an opendir
+	listAheadEntries = 1024            // larger listings are not held (memory: 64 × 1024 entries at most)
 	walkWindow       = 2 * time.Second // how recent a parent's opendir makes a walk
 )
 
