@@ -72,7 +72,7 @@ type fileState struct {
 	// based is the mount's invalidation counter (FS.gen) read before the
 	// fetch or commit that made the base version: a state kept after its
 	// last close may be used again only while nothing was invalidated
-	// since (see keep).
+	// since (see reuseKept).
 	based uint64
 }
 
@@ -220,8 +220,9 @@ func (n *node) newFile() (*fileState, error) {
 	return newFileState(n, &crypto.Manifest{File: n.id, Layout: l}, fc), nil
 }
 
-// dropIfIdle forgets the state of a file that is closed and saved, so the
-// next open fetches the newest version.
+// dropIfIdle forgets the state of a file that is closed and saved, so a
+// later open fetches the newest version; one within a second of the close
+// may use it again (reuseKept).
 func (n *node) dropIfIdle() {
 	n.mu.Lock()
 	st := n.file

@@ -14,11 +14,13 @@ import (
 //
 // find, ls -lR, du and rsync walk a tree one directory at a time, and each
 // opendir costs a round trip, plus, cold, the server's reads of its
-// database: the 178 directories of a Go source tree took 0.44 s to find
-// and 0.63 s to ls -lR, nearly all of it waiting. Once a walk shows itself
+// database: one after another, a walk pays every round trip in full, which
+// over a link of 20 ms is 20 ms per directory. Once a walk shows itself
 // (a directory is opened moments after its parent was), the mount lists
 // that directory's subdirectories and its siblings in the background, a
-// few at a time, so the walker's next opendirs find their listings ready.
+// few at a time, so the walker's next opendirs find their listings ready:
+// in a cold ls -lR of a Go source tree (180 directories, loopback), 171
+// opendirs found theirs fetched, and waited 46 ms for them in all.
 //
 // A listing fetched ahead is used once, by the directory's next opendir,
 // within attrTTL of its fetch, and only while nothing changed since the
@@ -26,10 +28,10 @@ import (
 // change by this mount (FS.local), either of which it might not show.
 // Otherwise that opendir lists the directory itself, as it always did.
 const (
-	listAheadMax     = 64              // directories queued per opendir
+	listAheadMax     = 8               // directories queued per opendir
 	listAheadWorkers = 4               // listings fetched at once
-	listAheadKeep    = 64              // listings held for an opendir
-	listAheadEntries = 1024            // larger listings are not held (memory: 64 × 1024 entries at most)
+	listAheadKeep    = 8               // listings held for an opendir
+	listAheadEntries = 1024            // larger listings are not held (memory: 8 × 1024 entries at most)
 	walkWindow       = 2 * time.Second // how recent a parent's opendir makes a walk
 )
 
