@@ -36,9 +36,10 @@ const (
 )
 
 // aheadListing is one directory's listing fetched, or to be fetched, ahead
-// of its opendir. started and taken are guarded by listAhead.mu; the rest
-// is written by the worker before done is closed.
+// of its opendir. seq and started are guarded by listAhead.mu; the rest is
+// written by the worker before done is closed.
 type aheadListing struct {
+	seq     uint64 // order of queueing: the lowest is evicted first
 	started bool
 	done    chan struct{}
 	entries []*vault.Node
@@ -53,7 +54,7 @@ type aheadListing struct {
 type listAhead struct {
 	mu    sync.Mutex
 	m     map[crypto.ID]*aheadListing
-	order []crypto.ID // oldest first; may name listings already taken
+	seq   uint64
 	queue chan crypto.ID
 }
 
@@ -118,27 +119,23 @@ func (f *FS) queueListing(id crypto.ID) {
 	if la.m[id] != nil {
 		return
 	}
-	l := &aheadListing{done: make(chan struct{})}
 	select {
 	case la.queue <- id:
 	default:
 		return // the workers are behind enough already
 	}
-	la.m[id] = l
-	la.order = append(la.order, id)
-	for len(la.m) > listAheadKeep && len(la.order) > 0 {
-		delete(la.m, la.order[0])
-		la.order = la.order[1:]
-	}
-	if len(la.order) > 4*listAheadKeep { // drop names of taken listings
-		live := la.order[:0]
-		for _, o := range la.order {
-			if la.m[o] != nil {
-				live = append(live, o)
+	if len(la.m) == listAheadKeep { // evict the oldest of a few
+		var oldest crypto.ID
+		var min uint64
+		for k, l := range la.m {
+			if min == 0 || l.seq < min {
+				oldest, min = k, l.seq
 			}
 		}
-		la.order = live
+		delete(la.m, oldest)
 	}
+	la.seq++
+	la.m[id] = &aheadListing{seq: la.seq, done: make(chan struct{})}
 }
 
 // takeListing returns the listing of directory id fetched ahead, with the
@@ -179,6 +176,14 @@ func (n *node) listAhead(entries []*vault.Node) {
 	}
 	parent.mu.Lock()
 	walking := now.Sub(parent.listedAt) < walkWindow
+	// The siblings are looked at once per walk of the parent: Children
+	// copies the parent's whole child map, and doing that for every
+	// subdirectory would cost a wide directory's walk time quadratic in
+	// its size.
+	siblings := walking && now.Sub(parent.siblingsAt) >= walkWindow
+	if siblings {
+		parent.siblingsAt = now
+	}
 	parent.mu.Unlock()
 	if !walking {
 		return
@@ -195,6 +200,9 @@ func (n *node) listAhead(entries []*vault.Node) {
 			n.fsys.queueListing(e.ID)
 			queued++
 		}
+	}
+	if !siblings {
+		return
 	}
 	for _, ch := range parent.Children() {
 		if queued == listAheadMax {

@@ -43,8 +43,9 @@ type node struct {
 	pending *pendingCreate
 	// list is a directory's known names (see coherence.go).
 	list *dirList
-	// listedAt is when the directory was last opened (listahead.go).
-	listedAt time.Time
+	// listedAt is when the directory was last opened, siblingsAt when a
+	// walk last queued its subdirectories as siblings (listahead.go).
+	listedAt, siblingsAt time.Time
 	// xattrs is the extended attribute set as last read or written.
 	xattrs map[string][]byte
 	// maxGen is the highest generation of the file seen: a server that

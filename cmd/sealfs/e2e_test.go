@@ -45,13 +45,7 @@ func sealfsBin(t *testing.T) string {
 			return
 		}
 		builtBin = filepath.Join(dir, "sealfs")
-		args := []string{"build", "-o", builtBin}
-		if raceBuild {
-			args = append(args, "-race")
-		}
-		if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		buildErr = goBuild(builtBin, raceBuild)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
@@ -61,6 +55,19 @@ func sealfsBin(t *testing.T) string {
 		t.Skip("this build has no 'sealfs serve' yet")
 	}
 	return builtBin
+}
+
+// goBuild builds this package's binary at out, with the race detector if
+// race is set.
+func goBuild(out string, race bool) error {
+	args := []string{"build", "-o", out}
+	if race {
+		args = append(args, "-race")
+	}
+	if b, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, b)
+	}
+	return nil
 }
 
 var (
@@ -80,9 +87,7 @@ func plainBin(t *testing.T) string {
 	}
 	plainOnce.Do(func() {
 		plain = filepath.Join(filepath.Dir(bin), "sealfs-norace")
-		if out, err := exec.Command("go", "build", "-o", plain, ".").CombinedOutput(); err != nil {
-			plainErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		plainErr = goBuild(plain, false)
 	})
 	if plainErr != nil {
 		t.Fatal(plainErr)
