@@ -52,10 +52,17 @@ func (n *node) commitLocked(why string) syscall.Errno {
 		return 0
 	}
 	if n.pending == nil && n.version == 0 && n.nlink == 0 {
-		// Created here and unlinked before it reached the server: POSIX
-		// drops the data with the last descriptor.
+		// Created here and unlinked before it reached the server: there
+		// is nothing to store it under. POSIX drops the data with the
+		// last descriptor, and until then the descriptors still open
+		// read what was written (a temporary file made with open and
+		// unlink, as tmpfile(3) does), whatever fsync or the close of
+		// a duplicate asked.
+		open := st.opens > 0
 		n.mu.Unlock()
-		n.discard(st, nil)
+		if !open {
+			n.discard(st, nil)
+		}
 		return 0
 	}
 	baseGen := st.gen
@@ -115,12 +122,15 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return n.conflict(st, m, cur)
 		case errno(err) == syscall.ENOENT:
 			n.mu.Lock()
-			gone := n.nlink == 0
+			gone, open := n.nlink == 0, st.opens > 0
 			n.mu.Unlock()
 			if gone {
 				// Unlinked here: the data had no name left, and
-				// POSIX drops it with the last descriptor.
-				n.discard(st, nil)
+				// POSIX drops it with the last descriptor, not
+				// before (see above).
+				if !open {
+					n.discard(st, nil)
+				}
 				return 0
 			}
 			return n.conflict(st, m, nil)
