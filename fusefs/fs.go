@@ -267,7 +267,8 @@ func errno(err error) syscall.Errno {
 	if errors.As(err, &e) {
 		switch e {
 		case syscall.ENOENT, syscall.EEXIST, syscall.ENOTEMPTY, syscall.ENOTDIR, syscall.EISDIR,
-			syscall.EINVAL, syscall.EPERM, syscall.EDQUOT, syscall.ENOSPC, syscall.ENAMETOOLONG, syscall.EROFS:
+			syscall.EINVAL, syscall.EPERM, syscall.EDQUOT, syscall.ENOSPC, syscall.ENAMETOOLONG, syscall.EROFS,
+			syscall.ESTALE:
 			return e
 		}
 	}

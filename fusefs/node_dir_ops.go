@@ -385,7 +385,19 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	srcVN := &vault.Node{ID: src.id, Type: src.typ, Parent: n.id, Name: name, Index: n.fsys.v.NameIndex(n.id, name)}
 	if err := n.fsys.v.Rename(c, srcVN, np.id, newName, mode, dstVN); err != nil {
-		return n.fsys.fail("rename", n.childPath(name)+" -> "+np.childPath(newName), err)
+		e := n.fsys.fail("rename", n.childPath(name)+" -> "+np.childPath(newName), err)
+		if e == syscall.ESTALE {
+			// Another client replaced the name under this mount: the
+			// kernel's entry is stale, and so is the one it would
+			// look up again from a listing.
+			n.forgetList()
+			np.forgetList()
+			go n.NotifyEntry(name)
+			if mode == wire.RenameExchange {
+				go np.NotifyEntry(newName)
+			}
+		}
+		return e
 	}
 	if mode != wire.RenameExchange {
 		n.listRemove(name)

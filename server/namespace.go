@@ -303,11 +303,18 @@ func (s *Server) rename(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return badRequest("mode must be replace, noreplace or exchange")
 	}
-	err := s.meta.Rename(r.Context(), principalOf(r).account.ID, meta.RenameRequest{
+	mr := meta.RenameRequest{
 		SrcParent: meta.ID(req.SrcParent), SrcIndex: req.SrcIndex[:],
 		DstParent: meta.ID(req.DstParent), DstIndex: req.DstIndex[:],
 		NewSrcSealedName: req.SrcSealedName, NewDstSealedName: req.DstSealedName, Flag: flag,
-	})
+	}
+	if req.SrcChild != nil {
+		mr.SrcChild = meta.ID(*req.SrcChild)
+	}
+	if req.DstChild != nil {
+		mr.DstChild = meta.ID(*req.DstChild)
+	}
+	err := s.meta.Rename(r.Context(), principalOf(r).account.ID, mr)
 	if err != nil {
 		return err
 	}

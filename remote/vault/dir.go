@@ -206,10 +206,11 @@ func (v *Vault) Rename(ctx context.Context, src *Node, dstDir crypto.ID, dstName
 	if err != nil {
 		return err
 	}
+	srcChild := wire.HexID(src.ID)
 	req := &wire.RenameRequest{
 		SrcParent: wire.HexID(src.Parent), SrcIndex: src.Index,
 		DstParent: wire.HexID(dstDir), DstIndex: v.index(dstDir, dstName),
-		SrcSealedName: srcName, Mode: mode,
+		SrcSealedName: srcName, Mode: mode, SrcChild: &srcChild,
 	}
 	if mode == wire.RenameExchange {
 		if dst == nil {
@@ -219,6 +220,16 @@ func (v *Vault) Rename(ctx context.Context, src *Node, dstDir crypto.ID, dstName
 		if err != nil {
 			return err
 		}
+		dstChild := wire.HexID(dst.ID)
+		req.DstChild = &dstChild
 	}
-	return fsError(v.c.Rename(ctx, req))
+	err = v.c.Rename(ctx, req)
+	if remote.IsVersionMismatch(err) {
+		// The names were sealed for inodes that another client has
+		// since replaced under them (the server refuses to store a name
+		// that would not open): ESTALE makes the kernel look the names
+		// up again and retry once.
+		return &codeError{errno: syscall.ESTALE, cause: err}
+	}
+	return fsError(err)
 }

@@ -211,6 +211,8 @@ func (e *codeError) Error() string {
 		return "the account's storage quota is exhausted"
 	case syscall.ENOSPC:
 		return "the server's disk is full"
+	case syscall.ESTALE:
+		return "another client replaced the entry meanwhile; look it up again and retry"
 	}
 	return e.errno.Error()
 }

@@ -311,6 +311,11 @@ type RenameRequest struct {
 	SrcSealedName []byte `json:"src_name"`           // src's name sealed for DstParent
 	DstSealedName []byte `json:"dst_name,omitempty"` // exchange: dst's name sealed for SrcParent
 	Mode          string `json:"mode"`
+	// SrcChild and DstChild (exchange) are the inodes the sealed names
+	// were made for; the server refuses (version_mismatch) to move an
+	// entry that names another inode by now. Absent: not checked.
+	SrcChild *HexID `json:"src_child,omitempty"`
+	DstChild *HexID `json:"dst_child,omitempty"`
 }
 
 // SetAttrRequest replaces an inode's sealed attributes (PATCH

@@ -36,10 +36,16 @@ func (s *SQLite) Rename(ctx context.Context, account int64, r RenameRequest) err
 		if err != nil {
 			return err
 		}
+		if r.SrcChild != (ID{}) && src.Child != r.SrcChild {
+			return fmt.Errorf("%w: the rename source names another inode now", ErrVersionMismatch)
+		}
 		dst, err := getEntry(d, account, r.DstParent, r.DstIndex)
 		dstExists := err == nil
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err
+		}
+		if r.Flag == RenameExchange && dstExists && r.DstChild != (ID{}) && dst.Child != r.DstChild {
+			return fmt.Errorf("%w: the exchange destination names another inode now", ErrVersionMismatch)
 		}
 		switch {
 		case r.Flag == RenameNoReplace && dstExists:

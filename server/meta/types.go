@@ -207,6 +207,13 @@ type RenameRequest struct {
 	// (SrcParent, SrcIndex), which afterwards names the former destination.
 	NewDstSealedName []byte
 	Flag             RenameFlag
+	// SrcChild and DstChild, when not zero, are the inodes the client
+	// believes the source and (for RenameExchange) the destination entry
+	// name. A sealed name is bound to its inode, so moving an entry that
+	// another client has since pointed at another inode would store a name
+	// that no longer opens: the rename fails with ErrVersionMismatch
+	// instead, and the client looks the name up again.
+	SrcChild, DstChild ID
 }
 
 // CommitRequest makes new content the current version of a file.

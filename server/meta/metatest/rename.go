@@ -222,3 +222,41 @@ func testRenameErrors(t *testing.T, s meta.Store) {
 	e, _ := lookup(t, s, acct, root, "d")
 	wantBytes(t, "sealed name after failures", e.SealedName, sealed(root, "d"))
 }
+
+// testRenameStaleChild checks the guard against moving an entry that names
+// another inode than the client sealed the new name for: another client
+// replaced it meanwhile. Nothing may change, or the moved entry would carry
+// a name that fails authentication for good.
+func testRenameStaleChild(t *testing.T, s meta.Store) {
+	ctx := t.Context()
+	acct := newAccount(t, s, "alice").ID
+	r := renamer{t, s, acct}
+	x := create(t, s, acct, root, "s0", meta.TypeFile)
+	y := create(t, s, acct, root, "tmp", meta.TypeFile)
+	noErr(t, "another client replaces s0", r.rename(meta.RenameReplace, root, "tmp", root, "s0"))
+	rootV := r.version(root)
+
+	req := meta.RenameRequest{SrcParent: root, SrcIndex: idx("s0"), DstParent: root, DstIndex: idx("s1"),
+		NewSrcSealedName: sealed(root, "s1#new"), Flag: meta.RenameReplace, SrcChild: x.ID}
+	wantErr(t, "rename of a replaced source", s.Rename(ctx, acct, req), meta.ErrVersionMismatch)
+	r.missing(root, "s1")
+	r.names(root, "s0", y.ID)
+	wantEq(t, "root version after the refusal", r.version(root), rootV)
+
+	req.SrcChild = y.ID
+	noErr(t, "rename naming the current source", s.Rename(ctx, acct, req))
+	r.names(root, "s1", y.ID)
+
+	a := create(t, s, acct, root, "a", meta.TypeFile)
+	b := create(t, s, acct, root, "b", meta.TypeFile)
+	ex := meta.RenameRequest{SrcParent: root, SrcIndex: idx("a"), DstParent: root, DstIndex: idx("b"),
+		NewSrcSealedName: sealed(root, "b#new"), NewDstSealedName: sealed(root, "a#new"), Flag: meta.RenameExchange,
+		SrcChild: a.ID, DstChild: x.ID}
+	wantErr(t, "exchange with a replaced destination", s.Rename(ctx, acct, ex), meta.ErrVersionMismatch)
+	e, _ := lookup(t, s, acct, root, "a")
+	wantEq(t, "a after the refused exchange", e.Child, a.ID)
+	ex.DstChild = b.ID
+	noErr(t, "exchange naming both current inodes", s.Rename(ctx, acct, ex))
+	r.names(root, "a", b.ID)
+	r.names(root, "b", a.ID)
+}

@@ -56,6 +56,7 @@ var tests = []struct {
 	{"RenameCycles", testRenameCycles},
 	{"RenameSelf", testRenameSelf},
 	{"RenameErrors", testRenameErrors},
+	{"RenameStaleChild", testRenameStaleChild},
 	{"PutChunk", testPutChunk},
 	{"Quota", testQuota},
 	{"Commit", testCommit},
