@@ -124,7 +124,7 @@ func TestRetryPolicy(t *testing.T) {
 		code  string
 		tries int32
 	}{
-		{wire.CodeInternal, 4}, {wire.CodeUnavailable, 4}, {wire.CodeTooManyUploads, maxBusyRetries + 4}, {wire.CodeInsufficientStorage, 4},
+		{wire.CodeInternal, 4}, {wire.CodeUnavailable, 4}, {wire.CodeTooManyUploads, maxBusyRetries + 4}, {wire.CodeInsufficientStorage, 1},
 		{wire.CodeBadRequest, 1}, {wire.CodeNotFound, 1}, {wire.CodeExists, 1}, {wire.CodeVersionMismatch, 1}, {wire.CodeQuotaExceeded, 1},
 	} {
 		var n atomic.Int32

@@ -81,7 +81,11 @@ func (c *Client) do(ctx context.Context, r *request) error {
 		}
 		var wait time.Duration
 		switch {
-		case status != 0 && !retryableStatus(status), IsCode(err, wire.CodeDamaged):
+		case status != 0 && !retryableStatus(status), IsCode(err, wire.CodeDamaged),
+			IsCode(err, wire.CodeInsufficientStorage):
+			// A full disk does not empty itself within a retry's
+			// backoff: the caller gets the answer (ENOSPC on the
+			// mount) instead of a timeout.
 			return err
 		case status == 0 && !retryableNetErr(err):
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,13 +70,6 @@ func TestMountUnlinkedOpenFile(t *testing.T) {
 	s := startServer(t)
 	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
 	cli := loginDevice(t, s, "alice", "pw")
-	pattern := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(i*7%251 + 1)
-		}
-		return b
-	}
 	check := func(what string, f *os.File, off int64, want []byte) {
 		t.Helper()
 		// Reads must come from the mount, not from pages the kernel kept.
@@ -156,5 +150,96 @@ func TestMountUnlinkedOpenFile(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if strings.Contains(m.log.String(), "level=ERROR") {
 		t.Fatalf("the mount logged errors:\n%s", m.log)
+	}
+}
+
+// pattern is n bytes without zeros, so a hole or a lost write shows.
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7%251 + 1)
+	}
+	return b
+}
+
+// TestMountServerDiskFull fills the disk under the server. A close whose
+// data the server could not store must fail with ENOSPC, at once rather
+// than after the mount's timeout of retries, for a large file and for a
+// small one; what was stored before stays intact, and once there is space
+// again the mount stores files without a remount.
+func TestMountServerDiskFull(t *testing.T) {
+	requireFUSE(t)
+	disk := t.TempDir()
+	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size=48m"); err != nil {
+		t.Fatalf("a small tmpfs for the server's disk (needs root, as CI has): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(disk, "data"), addr: freeAddr(t), metrics: freeAddr(t)}
+	s.start()
+	t.Cleanup(s.stop)
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
+
+	kept := pattern(3<<20 + 5)
+	if err := os.WriteFile(m.path("kept.bin"), kept, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	filler, err := os.Create(filepath.Join(disk, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for {
+		if _, err := filler.Write(zeros); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+	}
+	filler.Close()
+
+	// A large file needs new blobs: ENOSPC. A small one goes into the
+	// database, which may still have free pages: stored, or ENOSPC.
+	want := map[string][]byte{"kept.bin": kept}
+	for _, c := range []struct {
+		name   string
+		size   int
+		mayFit bool
+	}{{"big.bin", 5 << 20, false}, {"small.txt", 3000, true}} {
+		start := time.Now()
+		f, err := os.Create(m.path(c.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, werr := f.Write(pattern(c.size))
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		switch {
+		case werr == nil && c.mayFit:
+			want[c.name] = pattern(c.size)
+		case !errors.Is(werr, syscall.ENOSPC):
+			t.Fatalf("%s on a full server: %v, want ENOSPC", c.name, werr)
+		default:
+			os.Remove(m.path(c.name))
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Fatalf("%s: the full disk was reported after %v, not at once", c.name, d)
+		}
+	}
+
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.path("after.bin"), pattern(2<<20), 0o644); err != nil {
+		t.Fatalf("writing once the disk has space again: %v", err)
+	}
+	m.unmount()
+	m = mountAccount(t, m.d)
+	want["after.bin"] = pattern(2 << 20)
+	for name, want := range want {
+		if got, err := os.ReadFile(m.path(name)); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s after a cold remount: %d bytes, %v", name, len(got), err)
+		}
 	}
 }
