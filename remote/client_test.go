@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -271,5 +272,53 @@ func TestGetChunkVerifiesMAC(t *testing.T) {
 	tamper.Store(true)
 	if _, err := c.GetChunk(context.Background(), ref, tm, nil); !errors.Is(err, ErrChunkMAC) {
 		t.Fatalf("tampered chunk: %v", err)
+	}
+}
+
+// TestIdempotencyKeySent checks that every attempt of one change carries the
+// same Idempotency-Key, that another change gets another, and that a read
+// carries none: the server replays the first attempt's answer by it when an
+// answer was lost (here: the first attempt's stream is reset after the
+// server saw it).
+func TestIdempotencyKeySent(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	var keys []string
+	ts := tlsServer(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keys = append(keys, r.Method+" "+r.Header.Get(wire.HeaderIdempotencyKey))
+		n := len(keys)
+		mu.Unlock()
+		if r.Method == http.MethodPost && n == 1 {
+			panic(http.ErrAbortHandler) // the answer is lost
+		}
+		w.Header().Set("Content-Type", wire.ContentTypeJSON)
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{}`)
+	})
+	c := pinned(t, ts)
+	if err := c.Rename(ctx, &wire.RenameRequest{Mode: wire.RenameReplace}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rename(ctx, &wire.RenameRequest{Mode: wire.RenameReplace}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Account(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) != 4 {
+		t.Fatalf("requests %q, want 4", keys)
+	}
+	first, retry, second, get := keys[0], keys[1], keys[2], keys[3]
+	if len(first) != len("POST ")+32 || retry != first {
+		t.Errorf("the retry of a change carries %q, the first attempt %q: want one key", retry, first)
+	}
+	if second == first {
+		t.Errorf("two changes share the key %q", first)
+	}
+	if get != "GET " {
+		t.Errorf("a read carries a key: %q", get)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 )
 
@@ -60,6 +61,15 @@ const maxJSONAnswer = 160 << 20
 // do sends r with retries and one transparent re-login, and decodes the
 // answer.
 func (c *Client) do(ctx context.Context, r *request) error {
+	if r.auth && r.method != http.MethodGet && r.method != http.MethodHead {
+		// Every attempt of this change carries the same key, so that a
+		// retry after a lost answer gets the first attempt's answer
+		// instead of applying the change again (protocol.md).
+		if r.header == nil {
+			r.header = http.Header{}
+		}
+		r.header.Set(wire.HeaderIdempotencyKey, crypto.NewID().String())
+	}
 	relogged := false
 	busy, failures := 0, 0
 	var retried error // the failure the loop is retrying, if any

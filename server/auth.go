@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server/meta"
 )
@@ -148,7 +149,20 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 			return errf(wire.CodeAccountDisabled, "the account is disabled; ask the server's operator")
 		}
 		ctx := context.WithValue(r.Context(), principalKey{}, &principal{account: acct, token: sess.TokenHash})
-		return h(w, withOrigin(r.WithContext(ctx)))
+		r = withOrigin(r.WithContext(ctx))
+		if k := r.Header.Get(wire.HeaderIdempotencyKey); k != "" && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			key, err := crypto.ParseID(k)
+			if err != nil {
+				return badRequest("the Idempotency-Key must be 32 hex digits")
+			}
+			s.idem.serve(w, r, acct.ID, key, func(w http.ResponseWriter) {
+				if err := h(w, r); err != nil {
+					s.writeError(w, r, err)
+				}
+			})
+			return nil
+		}
+		return h(w, r)
 	})
 }
 

@@ -74,8 +74,11 @@ type Server struct {
 	uploads   map[int64]int
 
 	sessions *sessionCache
-	macsMu   sync.Mutex
-	macs     map[int64]*crypto.TransferMAC
+	// idem remembers recent answers to changes by Idempotency-Key.
+	idem *idempotency
+
+	macsMu sync.Mutex
+	macs   map[int64]*crypto.TransferMAC
 }
 
 // New returns a Server over the given stores.
@@ -105,6 +108,7 @@ func New(m meta.Store, store *atrest.Store, cfg Config) *Server {
 		meta: m, store: store, cfg: cfg, log: cfg.Logger, secret: cfg.Secret,
 		metrics: cfg.Metrics, limits: newThrottle(), mux: http.NewServeMux(),
 		uploads: map[int64]int{}, macs: map[int64]*crypto.TransferMAC{}, sessions: newSessionCache(cfg.SessionStamp),
+		idem: newIdempotency(),
 	}
 	s.routes()
 	return s

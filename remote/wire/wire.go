@@ -32,6 +32,14 @@ const (
 	// the origin of the changes the request makes, so that a client can
 	// tell its own changes from other clients' in the change feed.
 	HeaderClient = "Sealfs-Client"
+	// HeaderIdempotencyKey carries a random ID, 32 hex digits, that a
+	// client sends unchanged with every attempt of one change (any method
+	// but GET and HEAD). When an attempt's answer was lost on the way and
+	// the client sends it again, the server answers with the first
+	// attempt's answer instead of applying the change twice: a rename or
+	// an exchange applied twice undoes itself, and a create retried finds
+	// its own file and reports it taken.
+	HeaderIdempotencyKey = "Idempotency-Key"
 	// ContentTypeJSON and ContentTypeChunk are the two body types.
 	ContentTypeJSON  = "application/json"
 	ContentTypeChunk = "application/octet-stream"
