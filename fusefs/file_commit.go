@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"syscall"
@@ -163,6 +164,10 @@ type job struct {
 // uploaded here but returned, to go with the commit in one request.
 func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
 	n.mu.Lock()
+	// The commit uploads the dirty chunks itself: none may be in a
+	// background upload (evict, for another file's writer, starts them
+	// without this file's opMu), and none may start until it is done.
+	st.waitIdle()
 	size, count := st.size, st.count()
 	m := &crypto.Manifest{File: n.id, Generation: st.gen + 1, Size: uint64(size), Layout: st.layout, Chunks: make([]crypto.ChunkEntry, count)}
 	var jobs []job
@@ -170,6 +175,7 @@ func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
 		plain := st.layout.ChunkPlainLen(uint64(size), uint64(i))
 		last := i == count-1
 		if dc := st.dirty[i]; dc != nil {
+			dc.uploading = true
 			jobs = append(jobs, job{i: i, dc: dc, plain: plain, last: last})
 			continue
 		}
@@ -183,6 +189,15 @@ func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
 		}
 	}
 	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		for _, j := range jobs {
+			if j.dc != nil {
+				j.dc.uploading = false
+			}
+		}
+		n.mu.Unlock()
+	}()
 
 	if count == 1 && len(jobs) == 1 {
 		j := jobs[0]
@@ -196,17 +211,24 @@ func (n *node) prepare(st *fileState) (*crypto.Manifest, *smallChunk, error) {
 		return m, &smallChunk{sealed: sealed, mac: mac}, nil
 	}
 	var mu sync.Mutex
-	g := new(errgroup.Group)
+	// One deadline for all of the commit's uploads, and the first
+	// failure stops the rest (see put).
+	ctx, cancel := n.fsys.ctx()
+	defer cancel()
+	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(cap(n.fsys.upSem))
 	for _, j := range jobs {
 		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			buf := getBuf(sealedBufSize(st.layout))
 			defer putBuf(buf)
 			ref, sealed, tag, mac, err := n.sealJob(st, n.id, st.fc, j, buf)
 			if err != nil {
 				return err
 			}
-			if err := n.put(ref, sealed, mac, true); err != nil {
+			if err := n.put(ctx, ref, sealed, mac, true); err != nil {
 				return err
 			}
 			mu.Lock()
@@ -234,6 +256,9 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 	if j.dc != nil {
 		j.dc.mu.Lock()
 		defer j.dc.mu.Unlock()
+		if j.dc.buf == nil {
+			return crypto.ChunkRef{}, nil, crypto.ChunkTag{}, nil, fmt.Errorf("chunk %d: %w", j.i, errChunkGone)
+		}
 		j.dc.defineTo(j.plain)
 		return n.seal(file, fc, j.i, j.dc.buf[:j.plain], j.last, buf)
 	}
@@ -399,7 +424,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		j.e = entry{id: c.ID, tag: c.Tag, plain: j.plain, last: j.last, valid: j.plain}
 		ref, sealed, tag, mac, err := n.sealJob(st, newID, fc, j, buf)
 		if err == nil {
-			err = n.put(ref, sealed, mac, true)
+			err = n.put(context.Background(), ref, sealed, mac, true)
 		}
 		if err != nil {
 			n.noteErr(st, err)

@@ -1,6 +1,8 @@
 package fusefs
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -69,6 +71,10 @@ type fileState struct {
 	randomRun   int
 	fillStarted bool
 	lastErr     error
+	// upCtx is shared by the background uploads started since the last
+	// failure; the first one to fail cancels it (see put).
+	upCtx    context.Context
+	upCancel context.CancelFunc
 	// based is the mount's invalidation counter (FS.gen) read before the
 	// fetch or commit that made the base version: a state kept after its
 	// last close may be used again only while nothing was invalidated
@@ -298,6 +304,25 @@ func (n *node) reuseKept() *fileState {
 	return st
 }
 
+// uploadCtx returns the context of background uploads started now. The
+// caller holds the node's mu.
+func (st *fileState) uploadCtx() context.Context {
+	if st.upCtx == nil {
+		st.upCtx, st.upCancel = context.WithCancel(context.Background())
+	}
+	return st.upCtx
+}
+
+// abortUploads cancels the background uploads that share ctx, after one of
+// them failed; uploads started later get a fresh context and try the server
+// again. The caller holds the node's mu.
+func (st *fileState) abortUploads(ctx context.Context) {
+	if st.upCtx == ctx {
+		st.upCancel()
+		st.upCtx, st.upCancel = nil, nil
+	}
+}
+
 // waitIdle waits until no background upload of st runs. The caller holds
 // n.mu.
 func (st *fileState) waitIdle() {
@@ -307,7 +332,14 @@ func (st *fileState) waitIdle() {
 }
 
 // freeDirty releases a dirty buffer and its budget.
+//
+// It takes dc.mu, so a sealing of the chunk that is running ends before the
+// buffer goes back to the pool (where another file would reuse it while
+// it is being encrypted); a sealing that starts later finds no buffer
+// (errChunkGone).
 func (n *node) freeDirty(dc *dirtyChunk) {
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
 	if dc.buf == nil {
 		return
 	}
@@ -316,6 +348,11 @@ func (n *node) freeDirty(dc *dirtyChunk) {
 	dc.buf = nil
 	n.fsys.budget.Release(cost)
 }
+
+// errChunkGone is a dirty chunk's upload that found its buffer released:
+// a commit stored the chunk, or a truncate or discard dropped it, after
+// the upload was queued. Nothing is lost; there is nothing left to do.
+var errChunkGone = errors.New("the chunk was stored or dropped meanwhile")
 
 // touchLocked records a change of content: mtime and ctime are now.
 func (n *node) touchLocked() {

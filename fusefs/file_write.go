@@ -1,6 +1,8 @@
 package fusefs
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -118,18 +120,22 @@ func (n *node) startUpload(st *fileState, i int, final bool) bool {
 	last := i == count-1
 	dc.uploading = true
 	st.inflight++
+	ctx := st.uploadCtx()
 	n.mu.Unlock()
 	n.fsys.pending.Add(1)
 	go func() {
 		defer n.fsys.pending.Done()
 		n.fsys.upSem <- struct{}{}
-		e, seq, err := n.sealAndPut(st, i, dc, plain, last)
+		e, seq, err := n.sealAndPut(ctx, st, i, dc, plain, last)
 		<-n.fsys.upSem
 		n.mu.Lock()
 		dc.uploading = false
 		st.inflight--
-		if err != nil {
+		if errors.Is(err, errChunkGone) {
+			n.mu.Unlock()
+		} else if err != nil {
 			st.lastErr = err
+			st.abortUploads(ctx)
 			n.mu.Unlock()
 			n.fsys.logError("upload", n.path(), err)
 		} else {
@@ -153,10 +159,17 @@ func (n *node) startUpload(st *fileState, i int, final bool) bool {
 // sealAndPut seals the first plain bytes of a dirty chunk under a fresh
 // chunk ID and uploads it; it returns the entry and the buffer's change
 // count at sealing time.
-func (n *node) sealAndPut(st *fileState, i int, dc *dirtyChunk, plain int, last bool) (entry, uint64, error) {
+func (n *node) sealAndPut(ctx context.Context, st *fileState, i int, dc *dirtyChunk, plain int, last bool) (entry, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return entry{}, 0, fmt.Errorf("uploading chunk %d: given up after another chunk's upload failed", i)
+	}
 	sealed := getBuf(sealedBufSize(st.layout))
 	defer putBuf(sealed)
 	dc.mu.Lock()
+	if dc.buf == nil {
+		dc.mu.Unlock()
+		return entry{}, 0, errChunkGone
+	}
 	seq := dc.seq
 	dc.defineTo(plain)
 	ref, s, tag, mac, err := n.seal(n.id, st.fc, i, dc.buf[:plain], last, sealed)
@@ -164,7 +177,7 @@ func (n *node) sealAndPut(st *fileState, i int, dc *dirtyChunk, plain int, last 
 	if err != nil {
 		return entry{}, 0, err
 	}
-	if err := n.put(ref, s, mac, false); err != nil {
+	if err := n.put(ctx, ref, s, mac, false); err != nil {
 		return entry{}, 0, err
 	}
 	return entry{id: ref.ID, tag: tag, plain: plain, last: last, valid: plain}, seq, nil
@@ -190,8 +203,14 @@ func (n *node) seal(file crypto.ID, fc *crypto.FileCipher, i int, p []byte, last
 // local disk as well as uploading it cost about a fifth of a sequential
 // write's CPU. The kernel's page cache still serves the rereads that
 // follow the write.
-func (n *node) put(ref crypto.ChunkRef, sealed, mac []byte, keep bool) error {
-	ctx, cancel := n.fsys.ctx()
+//
+// The upload is bounded by the mount's timeout, and by ctx: the uploads of
+// one commit, or the background uploads of one file, share a context that
+// the first failure cancels, so that an unreachable server fails them all
+// within one timeout instead of one wave of parallel uploads after the
+// other (a 64 MiB write buffer held 16 such waves).
+func (n *node) put(ctx context.Context, ref crypto.ChunkRef, sealed, mac []byte, keep bool) error {
+	ctx, cancel := context.WithTimeout(ctx, n.fsys.timeout)
 	defer cancel()
 	n.fsys.uploading.Add(1)
 	err := n.fsys.v.Client().PutChunk(ctx, ref, sealed, mac)

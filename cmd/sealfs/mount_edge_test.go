@@ -243,3 +243,62 @@ func TestMountServerDiskFull(t *testing.T) {
 		}
 	}
 }
+
+// TestMountOutageBoundsClose stops the server (SIGSTOP: connections hang,
+// nothing answers) in the middle of a large write. Writes fail once the
+// write buffer is full, and the close that follows must fail within about
+// three times --timeout, as semantics.md says, although tens of chunks are
+// still waiting for upload: they give up together, not one wave of
+// parallel uploads per timeout. Once the server answers again, the mount
+// works without a remount.
+func TestMountOutageBoundsClose(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	const timeout = 3 * time.Second
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"), "--timeout", timeout.String())
+	f, err := os.Create(m.path("big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := pattern(1 << 20)
+	for range 8 {
+		if _, err := f.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume := func() {
+		if stopped {
+			s.cmd.Process.Signal(syscall.SIGCONT)
+			stopped = false
+		}
+	}
+	t.Cleanup(resume)
+	var werr error
+	for i := 0; i < 400 && werr == nil; i++ {
+		_, werr = f.Write(chunk)
+	}
+	if werr == nil {
+		t.Fatal("400 MiB written with the server stopped: the write buffer is not bounded")
+	}
+	start := time.Now()
+	cerr := f.Close()
+	took := time.Since(start)
+	if cerr == nil {
+		t.Fatal("close succeeded with the server stopped")
+	}
+	t.Logf("write: %v; close: %v after %v", werr, cerr, took)
+	if took > 4*timeout {
+		t.Fatalf("close took %v to fail with --timeout %v", took, timeout)
+	}
+	resume()
+	if err := os.WriteFile(m.path("after"), []byte("back"), 0o644); err != nil {
+		t.Fatalf("writing after the server came back: %v", err)
+	}
+	if got, err := os.ReadFile(m.path("after")); err != nil || string(got) != "back" {
+		t.Fatalf("reading after the server came back: %q %v", got, err)
+	}
+}
