@@ -86,6 +86,13 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if st != nil {
 		opens = st.opens
 	}
+	if meta && !deferred && n.nlink == 0 && n.pending == nil {
+		// Unlinked (by this mount) while open: nothing on the server
+		// has this inode any more, and the attributes live as long as
+		// the descriptors, as on a local disk.
+		change(&n.attr)
+		meta = false
+	}
 	if meta && !deferred {
 		// A change to what is already stored (tar chowns every
 		// directory to the owner it has) would cost a round trip to
@@ -97,7 +104,12 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	n.mu.Unlock()
 	if meta && !deferred {
-		if e := n.patch(change); e != 0 {
+		if e := n.patch(change); e == syscall.ENOENT && opens > 0 {
+			// Removed by another client while open here: the same.
+			n.mu.Lock()
+			change(&n.attr)
+			n.mu.Unlock()
+		} else if e != 0 {
 			return e
 		}
 	}

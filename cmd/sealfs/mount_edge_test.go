@@ -140,6 +140,17 @@ func TestMountUnlinkedOpenFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		check(c.name+" after a second write", f, c.off+int64(c.size)-4, append(data[len(data)-4:], "tail"...))
+		// fchmod and futimens work as on a local disk.
+		if err := f.Chmod(0o600); err != nil {
+			t.Fatalf("%s: fchmod of an unlinked file: %v", c.name, err)
+		}
+		mt := time.Date(2001, 2, 3, 4, 5, 6, 0, time.UTC)
+		if err := unix.Futimes(int(f.Fd()), []unix.Timeval{unix.NsecToTimeval(mt.UnixNano()), unix.NsecToTimeval(mt.UnixNano())}); err != nil {
+			t.Fatalf("%s: futimes of an unlinked file: %v", c.name, err)
+		}
+		if fi, err := f.Stat(); err != nil || fi.Mode().Perm() != 0o600 || !fi.ModTime().Equal(mt) {
+			t.Fatalf("%s: fstat after fchmod and futimes: %v %v", c.name, fi.Mode(), err)
+		}
 		if err := f.Close(); err != nil {
 			t.Fatalf("%s: close: %v", c.name, err)
 		}
@@ -147,6 +158,25 @@ func TestMountUnlinkedOpenFile(t *testing.T) {
 			t.Fatalf("%s: an unlinked file is on the server: %s", c.name, r.stdout)
 		}
 	}
+	// Unchanged since it was opened, then unlinked: its attributes are
+	// this mount's alone now, as on a local disk.
+	if err := os.WriteFile(m.path("plain"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(m.path("plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(m.path("plain")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		t.Fatalf("fchmod of an unchanged unlinked file: %v", err)
+	}
+	if fi, err := f.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("fstat after fchmod: %v %v", fi.Mode(), err)
+	}
+	f.Close()
 	time.Sleep(100 * time.Millisecond)
 	if strings.Contains(m.log.String(), "level=ERROR") {
 		t.Fatalf("the mount logged errors:\n%s", m.log)
