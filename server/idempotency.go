@@ -110,11 +110,13 @@ func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int6
 // run executes h into a recorder, answers, and keeps or forgets the answer.
 func (m *idempotency) run(w http.ResponseWriter, e *idemEntry, h func(http.ResponseWriter)) {
 	rec := &recorder{hdr: http.Header{}, code: http.StatusOK}
+	finished := false
 	defer func() {
 		m.mu.Lock()
 		// Answers worth retrying for (5xx, 429) are not final, and a
-		// large one is not worth the memory.
-		e.keep = rec.code < 500 && rec.code != http.StatusTooManyRequests && rec.body.Len() <= idemMaxBody
+		// large one is not worth the memory; a handler that panicked
+		// gave no answer at all.
+		e.keep = finished && rec.code < 500 && rec.code != http.StatusTooManyRequests && rec.body.Len() <= idemMaxBody
 		if e.keep {
 			e.code, e.hdr, e.body = rec.code, rec.hdr, rec.body.Bytes()
 		} else {
@@ -124,6 +126,7 @@ func (m *idempotency) run(w http.ResponseWriter, e *idemEntry, h func(http.Respo
 		m.mu.Unlock()
 	}()
 	h(rec)
+	finished = true
 	for k, v := range rec.hdr {
 		w.Header()[k] = v
 	}
@@ -131,11 +134,12 @@ func (m *idempotency) run(w http.ResponseWriter, e *idemEntry, h func(http.Respo
 	w.Write(rec.body.Bytes())
 }
 
-// expire drops answers past their time or beyond the bound.
+// expire drops answers past their time, and the oldest ones until there is
+// room for one more within the bound.
 func (m *idempotency) expire(now time.Time) {
 	for m.order.Len() > 0 {
 		e := m.order.Front().Value.(*idemEntry)
-		if now.Sub(e.at) < idemTTL && m.order.Len() <= idemMax {
+		if now.Sub(e.at) < idemTTL && m.order.Len() < idemMax {
 			return
 		}
 		m.forget(e)
