@@ -29,6 +29,9 @@ type getter struct {
 	limit  *vault.RateLimit
 	mu     sync.Mutex
 	failed []error
+	// dests are the local paths this run writes; no download keeps its
+	// partial data under one of them.
+	dests map[string]bool
 }
 
 func runGet(args []string) error {
@@ -139,6 +142,10 @@ func (g *getter) fail(err error) {
 // large ones one at a time, as put does.
 func (g *getter) run(ctx context.Context, items []getItem) error {
 	var small, large []getItem
+	g.dests = make(map[string]bool, len(items))
+	for _, it := range items {
+		g.dests[it.local] = true
+	}
 	for _, it := range items {
 		switch {
 		case it.node.IsDir():
@@ -171,6 +178,7 @@ func (g *getter) fetch(ctx context.Context, it getItem) {
 	} else {
 		err = g.s.v.Download(ctx, it.node, it.local, vault.DownloadOptions{
 			Progress: g.prog, Limit: g.limit,
+			Taken: func(p string) bool { return g.dests[p] },
 			OnResume: func(done, total int64) {
 				g.prog.Printf("resuming %s: %s of %s already downloaded", it.local, sizeString(done), sizeString(total))
 			},

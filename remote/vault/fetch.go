@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,13 +11,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 )
 
 // PartialSuffix marks a download in progress: DST+PartialSuffix holds the
 // verified prefix of the file, and DST+PartialSuffix+".json" says which
 // version of which file it is. Only a whole, verified file is renamed to
-// DST.
+// DST. Where that name cannot be used (too long, or taken by a file that is
+// not a partial download), a hidden name beside it ends in PartialSuffix
+// (see partialPath).
 const PartialSuffix = ".sealfs-partial"
 
 // partialFormat versions the sidecar; another format starts over.
@@ -39,6 +43,10 @@ type DownloadOptions struct {
 	// OnResume is called once when a previous partial download of the same
 	// version continues, with the bytes already there and the file's size.
 	OnResume func(done, total int64)
+	// Taken, when set, reports the local paths that other downloads of
+	// the same run write (their destinations): a partial file must not
+	// be one of them, or the two downloads would overwrite each other.
+	Taken func(path string) bool
 }
 
 // syncEvery bounds how much verified work an interrupted download loses.
@@ -54,7 +62,7 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 	if err != nil {
 		return err
 	}
-	partial := dst + PartialSuffix
+	partial := partialPath(dst, f.Node.ID, opts.Taken)
 	side := partial + ".json"
 	meta := partialMeta{Format: partialFormat, File: wire.HexID(f.Node.ID), Generation: f.Generation(), Size: f.Size()}
 
@@ -248,6 +256,47 @@ func resumePartial(partial, side string, meta partialMeta, chunkSize int64) (*os
 		return nil, 0
 	}
 	return out, old.Done / chunkSize
+}
+
+// nameMax is the longest file name local file systems take (NAME_MAX).
+const nameMax = 255
+
+// partialPath picks where a download of file to dst keeps its verified
+// prefix: dst+PartialSuffix, unless that name (with its sidecar's ".json")
+// is too long, is a destination of the same run (taken), or is a file
+// that is not a partial download (it has no sidecar): such a file may be
+// the user's, and is never overwritten. The alternative is a hidden name
+// in the same directory, derived from dst and the file's ID so that a
+// later run finds it again.
+func partialPath(dst string, file crypto.ID, taken func(string) bool) string {
+	usable := func(p string) bool {
+		if len(filepath.Base(p))+len(".json") > nameMax {
+			return false
+		}
+		if taken != nil && (taken(p) || taken(p+".json")) {
+			return false
+		}
+		if _, err := os.Lstat(p); err == nil {
+			if _, err := os.Lstat(p + ".json"); err != nil {
+				return false // not ours
+			}
+		}
+		return true
+	}
+	if p := dst + PartialSuffix; usable(p) {
+		return p
+	}
+	sum := sha256.Sum256([]byte(filepath.Base(dst)))
+	base := fmt.Sprintf(".%x-%s%s", sum[:8], file.String()[:8], PartialSuffix)
+	for k := 0; ; k++ {
+		p := filepath.Join(filepath.Dir(dst), base)
+		if k > 0 {
+			p += fmt.Sprintf("-%d", k)
+		}
+		if usable(p) {
+			return p
+		}
+	}
 }
 
 func mustJSON(v any) []byte {
