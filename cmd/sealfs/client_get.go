@@ -164,7 +164,7 @@ func (g *getter) run(ctx context.Context, items []getItem) error {
 	// Directory modes last, so a read-only directory is filled first.
 	for _, it := range items {
 		if it.node.IsDir() && it.node.Name != "" {
-			_ = os.Chmod(it.local, it.node.Mode().Perm()|0o700)
+			_ = os.Chmod(it.local, vault.ModeBits(it.node.Mode()))
 		}
 	}
 	return nil

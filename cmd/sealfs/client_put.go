@@ -300,7 +300,7 @@ func (p *putter) mkdir(ctx context.Context, f putFile) error {
 		}
 		return p.listDir(ctx, f.remote, n)
 	}
-	n, err := p.s.v.Mkdir(ctx, d.node.ID, name, f.info.Mode().Perm())
+	n, err := p.s.v.Mkdir(ctx, d.node.ID, name, vault.ModeBits(f.info.Mode()))
 	if err != nil {
 		return pathError(f.remote, err)
 	}
@@ -357,7 +357,7 @@ func (p *putter) uploadFile(ctx context.Context, d *remoteDir, name string, exis
 	}
 	abs, _ := filepath.Abs(f.local)
 	opts := vault.UploadOptions{
-		Mode: info.Mode().Perm(), ModTime: info.ModTime(),
+		Mode: vault.ModeBits(info.Mode()), ModTime: info.ModTime(),
 		Progress: p.prog, Limit: p.limit,
 		Looked: true, Existing: existing,
 		Dest: f.remote, Source: abs,

@@ -126,7 +126,7 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 	if err := out.Truncate(f.Size()); err != nil {
 		return err
 	}
-	if err := out.Chmod(f.Node.Mode().Perm()); err != nil {
+	if err := out.Chmod(ModeBits(f.Node.Mode())); err != nil {
 		return err
 	}
 	if err := out.Sync(); err != nil {

@@ -72,6 +72,13 @@ func (n *Node) Mode() fs.FileMode {
 	return m
 }
 
+// ModeBits keeps of m what a file's mode stores: the permission bits and
+// set-user-ID, set-group-ID and sticky, as cp -a, rsync -a and tar keep
+// them (Perm alone drops the last three).
+func ModeBits(m fs.FileMode) fs.FileMode {
+	return m & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
+}
+
 // unixMode builds st_mode from an inode type and permission bits.
 func unixMode(typ int, perm fs.FileMode) uint32 {
 	m := uint32(perm.Perm())

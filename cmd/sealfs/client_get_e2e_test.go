@@ -76,3 +76,65 @@ func TestE2EGetPartialNames(t *testing.T) {
 		t.Fatalf("get left %d entries, want 2", len(entries))
 	}
 }
+
+// TestE2EModes round-trips the mode bits that cp -a, rsync -a and tar keep
+// through put -r and get -r: set-user-ID, set-group-ID and sticky were
+// dropped, and a read-only directory came back writable.
+func TestE2EModes(t *testing.T) {
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	src := t.TempDir()
+	modes := map[string]os.FileMode{
+		"suid":      0o4755,
+		"sgid":      0o2750,
+		"plain":     0o640,
+		"sticky/":   0o1777,
+		"readonly/": 0o555,
+		"private/":  0o700,
+	}
+	for name := range modes {
+		p := filepath.Join(src, strings.TrimSuffix(name, "/"))
+		if strings.HasSuffix(name, "/") {
+			if err := os.Mkdir(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := os.WriteFile(p, []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Modes last: a read-only directory is filled first.
+	for name, mode := range modes {
+		if err := os.Chmod(filepath.Join(src, strings.TrimSuffix(name, "/")), unixPerm(mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.ok("put", "-r", src, "/m")
+	dst := t.TempDir()
+	d.ok("get", "-r", "/m", dst)
+	for name, mode := range modes {
+		p := filepath.Join(dst, "m", strings.TrimSuffix(name, "/"))
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky); got != unixPerm(mode) {
+			t.Errorf("%s: mode %v after put and get, want %v", name, got, unixPerm(mode))
+		}
+	}
+}
+
+// unixPerm converts octal mode bits as chmod(1) writes them (04755) to an
+// os.FileMode.
+func unixPerm(m os.FileMode) os.FileMode {
+	p := m & os.ModePerm
+	if m&0o4000 != 0 {
+		p |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		p |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		p |= os.ModeSticky
+	}
+	return p
+}
