@@ -46,8 +46,14 @@ type node struct {
 	// listedAt is when the directory was last opened, siblingsAt when a
 	// walk last queued its subdirectories as siblings (listahead.go).
 	listedAt, siblingsAt time.Time
-	// xattrs is the extended attribute set as last read or written.
-	xattrs map[string][]byte
+	// xattrs is the extended attribute set as last read or written, and
+	// xattrsVer the inode version it was read or written at: a listing
+	// fetched before this mount's last setxattr must not bring back the
+	// set from before it (the next setxattr would then store the set
+	// without the attribute, on an open file whose version the listing
+	// does not change).
+	xattrs    map[string][]byte
+	xattrsVer int64
 	// maxGen is the highest generation of the file seen: a server that
 	// answers with a lower one is rolling the file back.
 	maxGen uint64
@@ -117,7 +123,9 @@ func (n *node) absorb(vn *vault.Node) {
 	}
 	n.maxGen = vn.Attr.Generation
 	n.nlink = vn.Nlink
-	n.xattrs = vn.Xattrs
+	if vn.Version >= n.xattrsVer {
+		n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
+	}
 	if n.file != nil {
 		return
 	}

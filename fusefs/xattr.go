@@ -146,7 +146,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		vn, err := n.fsys.v.SetXattrs(ctx, n.id, x, ver)
 		if err == nil {
 			n.mu.Lock()
-			n.xattrs = vn.Xattrs
+			n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
 			n.nlink = vn.Nlink
 			if n.file == nil || n.version == vn.Version-1 {
 				// The only change since the version the node holds:

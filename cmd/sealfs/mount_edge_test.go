@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -330,5 +332,57 @@ func TestMountOutageBoundsClose(t *testing.T) {
 	}
 	if got, err := os.ReadFile(m.path("after")); err != nil || string(got) != "back" {
 		t.Fatalf("reading after the server came back: %q %v", got, err)
+	}
+}
+
+// TestMountXattrsWhileListing sets extended attributes one by one on an
+// open file while another goroutine lists its directory. A listing fetched
+// before a setxattr brought the set from before it back into the mount,
+// and the next setxattr stored that set plus its own attribute: 13-17 of
+// 100 acknowledged attributes were lost on the server.
+func TestMountXattrsWhileListing(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.path("d", "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(m.path("d", "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				os.ReadDir(m.path("d"))
+			}
+		}
+	})
+	const n = 100
+	for i := range n {
+		if err := unix.Fsetxattr(int(f.Fd()), fmt.Sprintf("user.k%d", i), []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	f.Close()
+	m.unmount()
+	m = mountAccount(t, m.d) // a fresh cache
+	buf := make([]byte, 64<<10)
+	sz, err := unix.Listxattr(m.path("d", "f"), buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(buf[:sz]), "user.k"); got != n {
+		t.Fatalf("%d of %d acknowledged attributes are stored", got, n)
 	}
 }
