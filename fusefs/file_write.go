@@ -131,7 +131,9 @@ func (n *node) startUpload(st *fileState, i int, final bool) bool {
 		n.mu.Lock()
 		dc.uploading = false
 		st.inflight--
-		if errors.Is(err, errChunkGone) {
+		if errors.Is(err, errChunkGone) || err != nil && ctx.Err() != nil {
+			// Nothing to do, or given up because another upload of
+			// the file failed: that one set lastErr and is logged.
 			n.mu.Unlock()
 		} else if err != nil {
 			st.lastErr = err
@@ -161,7 +163,7 @@ func (n *node) startUpload(st *fileState, i int, final bool) bool {
 // count at sealing time.
 func (n *node) sealAndPut(ctx context.Context, st *fileState, i int, dc *dirtyChunk, plain int, last bool) (entry, uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return entry{}, 0, fmt.Errorf("uploading chunk %d: given up after another chunk's upload failed", i)
+		return entry{}, 0, err
 	}
 	sealed := getBuf(sealedBufSize(st.layout))
 	defer putBuf(sealed)

@@ -155,11 +155,7 @@ func (s *Server) authenticated(h func(http.ResponseWriter, *http.Request) error)
 			if err != nil {
 				return badRequest("the Idempotency-Key must be 32 hex digits")
 			}
-			s.idem.serve(w, r, acct.ID, key, func(w http.ResponseWriter) {
-				if err := h(w, r); err != nil {
-					s.writeError(w, r, err)
-				}
-			})
+			s.idem.serve(w, r, acct.ID, key, s.handle(h))
 			return nil
 		}
 		return h(w, r)

@@ -42,16 +42,15 @@ type idemKey struct {
 
 // idemEntry is a change in progress (done open) or its recorded answer.
 type idemEntry struct {
-	key   idemKey
-	what  string // method, path and body length: a key must not be reused for another request
-	at    time.Time
-	done  chan struct{}
-	keep  bool // the answer is replayable (set before done closes)
-	code  int
-	hdr   http.Header
-	body  []byte
-	elem  *list.Element
-	saved bool // in the map (and the list)
+	key  idemKey
+	what string // method, path and body length: a key must not be reused for another request
+	at   time.Time
+	done chan struct{}
+	keep bool // the answer is replayable (set before done closes)
+	code int
+	hdr  http.Header
+	body []byte
+	elem *list.Element // in order (and the map) while not nil
 }
 
 // idempotency is the memory of recent answers.
@@ -67,7 +66,7 @@ func newIdempotency() *idempotency {
 
 // serve runs h for a change carrying an Idempotency-Key, or answers with
 // the answer h gave to an earlier attempt of the same change.
-func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int64, key crypto.ID, h func(http.ResponseWriter)) {
+func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int64, key crypto.ID, h http.Handler) {
 	k := idemKey{account, key}
 	what := r.Method + " " + r.URL.Path + " " + strconv.FormatInt(r.ContentLength, 10)
 	for {
@@ -77,10 +76,9 @@ func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int6
 		if e == nil {
 			e = &idemEntry{key: k, what: what, at: time.Now(), done: make(chan struct{})}
 			e.elem = m.order.PushBack(e)
-			e.saved = true
 			m.byKey[k] = e
 			m.mu.Unlock()
-			m.run(w, e, h)
+			m.run(w, r, e, h)
 			return
 		}
 		m.mu.Unlock()
@@ -95,11 +93,7 @@ func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int6
 			return
 		}
 		if e.keep {
-			for k, v := range e.hdr {
-				w.Header()[k] = v
-			}
-			w.WriteHeader(e.code)
-			w.Write(e.body)
+			answer(w, e.hdr, e.code, e.body)
 			return
 		}
 		// The first attempt failed in a way worth retrying (it was
@@ -108,7 +102,7 @@ func (m *idempotency) serve(w http.ResponseWriter, r *http.Request, account int6
 }
 
 // run executes h into a recorder, answers, and keeps or forgets the answer.
-func (m *idempotency) run(w http.ResponseWriter, e *idemEntry, h func(http.ResponseWriter)) {
+func (m *idempotency) run(w http.ResponseWriter, r *http.Request, e *idemEntry, h http.Handler) {
 	rec := &recorder{hdr: http.Header{}, code: http.StatusOK}
 	finished := false
 	defer func() {
@@ -125,13 +119,18 @@ func (m *idempotency) run(w http.ResponseWriter, e *idemEntry, h func(http.Respo
 		close(e.done)
 		m.mu.Unlock()
 	}()
-	h(rec)
+	h.ServeHTTP(rec, r)
 	finished = true
-	for k, v := range rec.hdr {
+	answer(w, rec.hdr, rec.code, rec.body.Bytes())
+}
+
+// answer writes a recorded answer.
+func answer(w http.ResponseWriter, hdr http.Header, code int, body []byte) {
+	for k, v := range hdr {
 		w.Header()[k] = v
 	}
-	w.WriteHeader(rec.code)
-	w.Write(rec.body.Bytes())
+	w.WriteHeader(code)
+	w.Write(body)
 }
 
 // expire drops answers past their time, and the oldest ones until there is
@@ -147,11 +146,11 @@ func (m *idempotency) expire(now time.Time) {
 }
 
 func (m *idempotency) forget(e *idemEntry) {
-	if !e.saved {
+	if e.elem == nil {
 		return
 	}
-	e.saved = false
 	m.order.Remove(e.elem)
+	e.elem = nil
 	if m.byKey[e.key] == e {
 		delete(m.byKey, e.key)
 	}

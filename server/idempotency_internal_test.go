@@ -17,10 +17,10 @@ func TestIdempotencyBounds(t *testing.T) {
 	runs := 0
 	serve := func(key crypto.ID, code int) int {
 		w := httptest.NewRecorder()
-		m.serve(w, req, 1, key, func(w http.ResponseWriter) {
+		m.serve(w, req, 1, key, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			runs++
 			w.WriteHeader(code)
-		})
+		}))
 		return w.Code
 	}
 	for range idemMax + 100 {
@@ -43,7 +43,7 @@ func TestIdempotencyBounds(t *testing.T) {
 	k = crypto.NewID()
 	func() {
 		defer func() { recover() }()
-		m.serve(httptest.NewRecorder(), req, 1, k, func(http.ResponseWriter) { panic("handler bug") })
+		m.serve(httptest.NewRecorder(), req, 1, k, http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("handler bug") }))
 	}()
 	runs = 0
 	if code := serve(k, http.StatusCreated); code != http.StatusCreated || runs != 1 {
