@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/vault"
 )
 
@@ -21,6 +23,10 @@ type getItem struct {
 	remote string
 	local  string
 	node   *vault.Node
+	// linkOf, for a file with several names in this run, is the local
+	// path of its first name: it is downloaded once and the others become
+	// hard links to it.
+	linkOf string
 }
 
 type getter struct {
@@ -32,6 +38,11 @@ type getter struct {
 	// dests are the local paths this run writes; no download keeps its
 	// partial data under one of them.
 	dests map[string]bool
+	// firsts maps a file with several names to the first local path it
+	// is downloaded to.
+	firsts map[crypto.ID]string
+	// fetched holds the local paths downloaded whole in this run.
+	fetched map[string]bool
 }
 
 func runGet(args []string) error {
@@ -61,7 +72,7 @@ func runGet(args []string) error {
 		var total int64
 		var nfiles int
 		for _, it := range items {
-			if it.node.IsFile() {
+			if it.node.IsFile() && it.linkOf == "" {
 				total += it.node.Size()
 				nfiles++
 			}
@@ -109,7 +120,18 @@ func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive 
 }
 
 func (g *getter) walk(ctx context.Context, remote, local string, n *vault.Node, items []getItem) ([]getItem, error) {
-	items = append(items, getItem{remote: remote, local: local, node: n})
+	it := getItem{remote: remote, local: local, node: n}
+	if n.IsFile() && n.Nlink > 1 {
+		if g.firsts == nil {
+			g.firsts = map[crypto.ID]string{}
+		}
+		if first, ok := g.firsts[n.ID]; ok {
+			it.linkOf = first
+		} else {
+			g.firsts[n.ID] = local
+		}
+	}
+	items = append(items, it)
 	if !n.IsDir() {
 		return items, nil
 	}
@@ -141,13 +163,15 @@ func (g *getter) fail(err error) {
 // run makes directories, then downloads small files many at a time and
 // large ones one at a time, as put does.
 func (g *getter) run(ctx context.Context, items []getItem) error {
-	var small, large []getItem
+	var small, large, links []getItem
 	g.dests = make(map[string]bool, len(items))
 	for _, it := range items {
 		g.dests[it.local] = true
 	}
 	for _, it := range items {
 		switch {
+		case it.linkOf != "":
+			links = append(links, it)
 		case it.node.IsDir():
 			if err := os.MkdirAll(it.local, 0o755); err != nil {
 				g.fail(err)
@@ -160,6 +184,18 @@ func (g *getter) run(ctx context.Context, items []getItem) error {
 	}
 	if err := transferAll(ctx, small, large, g.fetch); err != nil {
 		return err
+	}
+	for _, it := range links {
+		g.mu.Lock()
+		ok := g.fetched[it.linkOf]
+		g.mu.Unlock()
+		if !ok {
+			g.fail(fmt.Errorf("%s: not linked: %s, the file it is a hard link of, was not downloaded", it.remote, it.linkOf))
+			continue
+		}
+		if err := linkLocal(it.linkOf, it.local); err != nil {
+			g.fail(pathError(it.remote, err))
+		}
 	}
 	// Directory modes last, so a read-only directory is filled first.
 	for _, it := range items {
@@ -187,6 +223,45 @@ func (g *getter) fetch(ctx context.Context, it getItem) {
 	if err != nil && ctx.Err() == nil {
 		g.fail(pathError(it.remote, err))
 	}
+	if err == nil {
+		g.mu.Lock()
+		if g.fetched == nil {
+			g.fetched = map[string]bool{}
+		}
+		g.fetched[it.local] = true
+		g.mu.Unlock()
+	}
+}
+
+// linkLocal makes local another name of the downloaded file first. A file
+// already there is replaced atomically (linked under a temporary name, then
+// renamed over it); a directory is not.
+func linkLocal(first, local string) error {
+	fi, err := os.Lstat(first)
+	if err != nil {
+		return err
+	}
+	st, err := os.Lstat(local)
+	switch {
+	case err == nil && os.SameFile(fi, st):
+		return nil
+	case err == nil && st.IsDir():
+		return fmt.Errorf("%s exists and is a directory", local)
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return err
+	case err != nil:
+		return os.Link(first, local)
+	}
+	base := filepath.Base(local)
+	tmp := filepath.Join(filepath.Dir(local), "."+base[:min(len(base), 200)]+".sealfs-link-"+rand.Text()[:8])
+	if err := os.Link(first, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, local); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 // makeSymlink creates a symlink, replacing an existing symlink (never a

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
@@ -31,7 +33,14 @@ type putFile struct {
 	remote string
 	info   fs.FileInfo
 	target string // symlink target
+	// linkOf, for a file with several names in this run, is the remote
+	// path of its first name: it is uploaded once and the others become
+	// hard links to it, as rsync -H and tar keep them.
+	linkOf string
 }
+
+// inodeKey identifies a local file across its hard links.
+type inodeKey struct{ dev, ino uint64 }
 
 // putter uploads a planned set of files into remote directories it creates
 // or lists once, so each file needs one request when it is small.
@@ -78,7 +87,7 @@ func runPut(args []string) error {
 		var total int64
 		var nfiles int
 		for _, f := range files {
-			if f.info.Mode().IsRegular() {
+			if f.info.Mode().IsRegular() && f.linkOf == "" {
 				total += f.info.Size()
 				nfiles++
 			}
@@ -188,7 +197,27 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, recursive 
 			return nil, err
 		}
 	}
+	markLinks(files)
 	return files, nil
+}
+
+// markLinks points every further name of a local file with several hard
+// links at the first one in the run.
+func markLinks(files []putFile) {
+	first := map[inodeKey]string{}
+	for i := range files {
+		f := &files[i]
+		st, ok := f.info.Sys().(*syscall.Stat_t)
+		if !ok || !f.info.Mode().IsRegular() || st.Nlink < 2 {
+			continue
+		}
+		k := inodeKey{uint64(st.Dev), uint64(st.Ino)}
+		if r, seen := first[k]; seen {
+			f.linkOf = r
+		} else {
+			first[k] = f.remote
+		}
+	}
 }
 
 func planEntry(local, remote string, info fs.FileInfo) (putFile, error) {
@@ -226,9 +255,11 @@ func (p *putter) listDir(ctx context.Context, path string, n *vault.Node) error 
 // time and large files one at a time (each already moves its chunks in
 // parallel, and one large file at a time keeps memory bounded).
 func (p *putter) run(ctx context.Context, files []putFile) error {
-	var small, large []putFile
+	var small, large, links []putFile
 	for _, f := range files {
 		switch {
+		case f.linkOf != "":
+			links = append(links, f)
 		case f.info.IsDir():
 			if err := p.mkdir(ctx, f); err != nil {
 				if ctx.Err() != nil {
@@ -244,7 +275,66 @@ func (p *putter) run(ctx context.Context, files []putFile) error {
 			small = append(small, f)
 		}
 	}
-	return transferAll(ctx, small, large, p.upload)
+	if err := transferAll(ctx, small, large, p.upload); err != nil {
+		return err
+	}
+	for _, f := range links {
+		if err := p.link(ctx, f); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			p.fail(pathError(f.remote, err))
+		}
+	}
+	return nil
+}
+
+// link makes f another name of the file uploaded as f.linkOf. A name that
+// already leads elsewhere is replaced atomically: the link is made under a
+// temporary name and renamed over it.
+func (p *putter) link(ctx context.Context, f putFile) error {
+	fd, fname, err := p.parentOf(f.linkOf)
+	if err != nil {
+		return err
+	}
+	d, name, err := p.parentOf(f.remote)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	target, existing := fd.children[fname], d.children[name]
+	p.mu.Unlock()
+	if target == nil {
+		return fmt.Errorf("not linked: %s, the file it is a hard link of, was not uploaded", f.linkOf)
+	}
+	switch {
+	case existing == nil:
+		n, err := p.s.v.Link(ctx, d.node.ID, name, target.ID)
+		if err != nil {
+			return err
+		}
+		p.mu.Lock()
+		d.children[name] = n
+		p.mu.Unlock()
+		return nil
+	case existing.ID == target.ID:
+		return nil
+	case existing.IsDir():
+		return errors.New("exists and is a directory")
+	}
+	tmp := "." + name[:min(len(name), 200)] + ".sealfs-link-" + rand.Text()[:8]
+	n, err := p.s.v.Link(ctx, d.node.ID, tmp, target.ID)
+	if err != nil {
+		return err
+	}
+	if err := p.s.v.Rename(ctx, n, d.node.ID, name, "", existing); err != nil {
+		_ = p.s.v.Remove(ctx, d.node.ID, tmp, false)
+		return err
+	}
+	p.mu.Lock()
+	d.children[name] = n
+	p.mu.Unlock()
+	return nil
 }
 
 // transferAll runs fn over small items several at a time, where latency
