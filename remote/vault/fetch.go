@@ -68,11 +68,14 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 
 	out, from := resumePartial(partial, side, meta, f.ChunkSize())
 	if out == nil {
-		if out, err = os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+		// The sidecar first: a partial file without one is taken for a
+		// file of the user's (see partialPath), and a run killed between
+		// the two would leave it behind for good.
+		if err := writeFileAtomic(side, mustJSON(meta), 0o600); err != nil {
 			return err
 		}
-		if err := writeFileAtomic(side, mustJSON(meta), 0o600); err != nil {
-			out.Close()
+		if out, err = os.OpenFile(partial, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600); err != nil {
+			os.Remove(side)
 			return err
 		}
 	}
@@ -120,6 +123,7 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 			out = nil
 			os.Remove(partial)
 			os.Remove(side)
+			os.Remove(side + ".tmp")
 		}
 		return err
 	}
@@ -146,6 +150,7 @@ func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts Download
 		d.Close()
 	}
 	_ = os.Remove(side)
+	_ = os.Remove(side + ".tmp") // left by a run killed while saving side
 	progressOr(opts.Progress).AddFiles(1)
 	return nil
 }
@@ -262,23 +267,25 @@ func resumePartial(partial, side string, meta partialMeta, chunkSize int64) (*os
 const nameMax = 255
 
 // partialPath picks where a download of file to dst keeps its verified
-// prefix: dst+PartialSuffix, unless that name (with its sidecar's ".json")
-// is too long, is a destination of the same run (taken), or is a file
-// that is not a partial download (it has no sidecar): such a file may be
-// the user's, and is never overwritten. The alternative is a hidden name
+// prefix: dst+PartialSuffix, unless that name (with its sidecar's ".json"
+// and the sidecar's temporary ".json.tmp") is too long, is a destination
+// of the same run (taken), or is a file that is not a partial download (it
+// has no sidecar): such a file may be the user's, and is never overwritten. The alternative is a hidden name
 // in the same directory, derived from dst and the file's ID so that a
 // later run finds it again.
 func partialPath(dst string, file crypto.ID, taken func(string) bool) string {
 	usable := func(p string) bool {
-		if len(filepath.Base(p))+len(".json") > nameMax {
+		if len(filepath.Base(p))+len(".json.tmp") > nameMax {
 			return false
 		}
-		if taken != nil && (taken(p) || taken(p+".json")) {
+		if taken != nil && (taken(p) || taken(p+".json") || taken(p+".json.tmp")) {
 			return false
 		}
-		if _, err := os.Lstat(p); err == nil {
-			if _, err := os.Lstat(p + ".json"); err != nil {
-				return false // not ours
+		for _, q := range []string{p, p + ".json.tmp"} {
+			if _, err := os.Lstat(q); err == nil {
+				if _, err := os.Lstat(p + ".json"); err != nil {
+					return false // not ours
+				}
 			}
 		}
 		return true

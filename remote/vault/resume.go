@@ -72,16 +72,19 @@ func loadResume(path string) *resumeState {
 
 // writeFileAtomic writes b to path through a synced temporary file and a
 // rename, so a crash leaves the old content or the new, never a torn file.
+// The temporary file is path+".tmp", not a random name: a process killed
+// while writing it leaves one file that the next write replaces, instead
+// of a new one beside the user's files every time.
 func writeFileAtomic(path string, b []byte, perm fs.FileMode) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-*")
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	ok := false
 	defer func() {
 		if !ok {
