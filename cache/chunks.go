@@ -332,20 +332,23 @@ func (c *Chunks) removeFiles(ids []crypto.ID) {
 var ErrMiss = errors.New("cache: chunk not cached")
 
 // ReadAt reads len(p) bytes of the sealed chunk at off, for opening one
-// block without reading the whole chunk. A short read returns
-// io.ErrUnexpectedEOF; a missing chunk ErrMiss.
+// block without reading the whole chunk. A missing chunk, or one whose
+// file is too short for the read, returns ErrMiss.
 func (c *Chunks) ReadAt(id crypto.ID, p []byte, off int64) error {
 	f, ent, err := c.acquire(id)
 	if err != nil {
 		return err
 	}
-	defer c.release(ent)
 	n, err := f.ReadAt(p, off)
+	c.release(ent)
 	if n == len(p) {
 		return nil
 	}
 	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+		// Shorter than the chunk: torn by a crash (files are not
+		// synced). It is dropped, and the caller fetches the chunk.
+		c.Remove(id)
+		return ErrMiss
 	}
 	return err
 }

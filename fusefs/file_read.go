@@ -206,8 +206,26 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 		}
 		p, err := st.fc.OpenBlock(plain[:0], uint64(i), e.id, sealed[:blen], uint32(blk), e.plain, e.last)
 		if err != nil {
+			// The cache is not fsynced (a crash can tear a file) and
+			// lives on the client's disk: a copy that fails is dropped
+			// and the chunk fetched again, which the server's copy
+			// passes unless that one is bad too.
 			n.fsys.chunks.Remove(e.id)
-			return fmt.Errorf("cached chunk %d (dropped from the cache): %w", i, err)
+			if fetched {
+				return fmt.Errorf("chunk %d, fetched again after its cached copy failed: %w", i, err)
+			}
+			n.fsys.log.Warn("a cached chunk failed verification; dropped it and fetching it again", "path", n.path(), "chunk", i, "err", err)
+			fetched = true
+			n.fsys.rd.waiting.Add(1)
+			err = n.fetch(st, i, e, fetchRead, o.keep)
+			n.fsys.rd.waiting.Add(-1)
+			if err != nil {
+				return err
+			}
+			if n.readHot(st, o, hk, i, valid, dst, a) {
+				return nil
+			}
+			continue // read the block again, from the fresh copy
 		}
 		from := pos - blk*bs
 		c := copy(dst[pos-a:], p[from:])

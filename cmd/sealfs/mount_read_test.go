@@ -369,3 +369,54 @@ func TestMountRaisesReadahead(t *testing.T) {
 		}
 	}
 }
+
+// TestMountCorruptCache damages the chunk cache on the client's disk, as a
+// crash (its files are not synced) or a failing disk does: one chunk file
+// with a flipped byte, one cut short. Reads must return the file's bytes,
+// fetching those chunks from the server again; before, the first read of
+// each failed with EIO although the server held good copies.
+func TestMountCorruptCache(t *testing.T) {
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	want := writeRandom(t, m.path("a.bin"), 4<<20)
+	m.remountCold()
+	if got, err := os.ReadFile(m.path("a.bin")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("cold read: %v", err)
+	}
+	m.unmount()
+	var files []string
+	filepath.WalkDir(m.cache, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".tmp-") {
+			if st, _ := e.Info(); st != nil && st.Size() >= sealedChunk {
+				files = append(files, p)
+			}
+		}
+		return nil
+	})
+	if len(files) < 2 {
+		t.Fatalf("%d chunks in the cache after reading 4 MiB, want 4", len(files))
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3] ^= 0x10
+	if err := os.WriteFile(files[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(files[1], sealedChunk/2); err != nil {
+		t.Fatal(err)
+	}
+	m.start()
+	before := s.requests("GET /v1/chunks/{chunk}")
+	if got, err := os.ReadFile(m.path("a.bin")); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read over a damaged cache: %v (equal: %v), want the file's bytes", err, bytes.Equal(got, want))
+	}
+	if n := s.requests("GET /v1/chunks/{chunk}") - before; n < 2 {
+		t.Errorf("%v chunk fetches, want at least the 2 damaged ones", n)
+	}
+	if !strings.Contains(m.log.String(), "failed verification") {
+		t.Errorf("the damaged cached chunk was not logged:\n%s", m.log)
+	}
+}
