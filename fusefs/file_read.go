@@ -176,6 +176,14 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 	defer putBuf(sealed)
 	defer func() { putBuf(plain) }()
 	fetched := false
+	// refetch fetches the chunk into the cache; done means it came into
+	// the hot set meanwhile and dst is filled from there.
+	refetch := func() (done bool, err error) {
+		n.fsys.rd.waiting.Add(1)
+		err = n.fetch(st, i, e, fetchRead, o.keep)
+		n.fsys.rd.waiting.Add(-1)
+		return err == nil && n.readHot(st, o, hk, i, valid, dst, a), err
+	}
 	for pos := a; pos < a+len(dst); {
 		blk := pos / bs
 		boff, blen, ok := st.layout.BlockSpan(e.plain, e.last, uint32(blk))
@@ -185,14 +193,8 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 		err := n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
 		if errors.Is(err, cache.ErrMiss) && !fetched {
 			fetched = true
-			n.fsys.rd.waiting.Add(1)
-			err = n.fetch(st, i, e, fetchRead, o.keep)
-			n.fsys.rd.waiting.Add(-1)
-			if err != nil {
+			if done, err := refetch(); done || err != nil {
 				return err
-			}
-			if n.readHot(st, o, hk, i, valid, dst, a) {
-				return nil
 			}
 			err = n.fsys.chunks.ReadAt(e.id, sealed[:blen], int64(boff))
 		}
@@ -216,14 +218,8 @@ func (n *node) readEntryWith(st *fileState, i int, e entry, dst []byte, a int, o
 			}
 			n.fsys.log.Warn("a cached chunk failed verification; dropped it and fetching it again", "path", n.path(), "chunk", i, "err", err)
 			fetched = true
-			n.fsys.rd.waiting.Add(1)
-			err = n.fetch(st, i, e, fetchRead, o.keep)
-			n.fsys.rd.waiting.Add(-1)
-			if err != nil {
+			if done, err := refetch(); done || err != nil {
 				return err
-			}
-			if n.readHot(st, o, hk, i, valid, dst, a) {
-				return nil
 			}
 			continue // read the block again, from the fresh copy
 		}

@@ -310,13 +310,10 @@ func (p *putter) link(ctx context.Context, f putFile) error {
 	switch {
 	case existing == nil:
 		n, err := p.s.v.Link(ctx, d.node.ID, name, target.ID)
-		if err != nil {
-			return err
+		if err == nil {
+			p.record(d, name, n)
 		}
-		p.mu.Lock()
-		d.children[name] = n
-		p.mu.Unlock()
-		return nil
+		return err
 	case existing.ID == target.ID:
 		return nil
 	case existing.IsDir():
@@ -331,10 +328,15 @@ func (p *putter) link(ctx context.Context, f putFile) error {
 		_ = p.s.v.Remove(ctx, d.node.ID, tmp, false)
 		return err
 	}
+	p.record(d, name, n)
+	return nil
+}
+
+// record notes that name in d is now n.
+func (p *putter) record(d *remoteDir, name string, n *vault.Node) {
 	p.mu.Lock()
 	d.children[name] = n
 	p.mu.Unlock()
-	return nil
 }
 
 // transferAll runs fn over small items several at a time, where latency
@@ -462,8 +464,6 @@ func (p *putter) uploadFile(ctx context.Context, d *remoteDir, name string, exis
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	d.children[name] = n
-	p.mu.Unlock()
+	p.record(d, name, n)
 	return nil
 }
