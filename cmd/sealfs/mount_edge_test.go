@@ -386,3 +386,66 @@ func TestMountXattrsWhileListing(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged attributes are stored", got, n)
 	}
 }
+
+// TestMountForceUnmount ends a mount whose process no longer answers (here
+// stopped with SIGSTOP; a process killed while one of its threads waits in
+// the kernel on a lock that a request to the same process holds hangs the
+// same way, for good). A process blocked on the mount must get an error,
+// and the mount point must go, with sealfs umount --force; the mount
+// process, once it runs again, exits cleanly, and nothing stored is lost.
+func TestMountForceUnmount(t *testing.T) {
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	if err := os.WriteFile(m.path("kept"), []byte("stored before"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pid := m.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont := sync.OnceFunc(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	defer cont()
+	blocked := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(m.path("not-looked-up-before")) // a LOOKUP nobody answers
+		blocked <- err
+	}()
+	select {
+	case err := <-blocked:
+		t.Fatalf("stat on a stopped mount returned at once: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	cmd := d.command("umount", "--force", "--wait", "2s", m.dir)
+	cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+m.runtime)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "still running") {
+		t.Errorf("umount --force of a stopped mount process: %v, %q; want a failure saying it still runs", err, out)
+	}
+	select {
+	case err := <-blocked:
+		if err == nil {
+			t.Error("stat through the aborted mount succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a process blocked on the mount stayed blocked after umount --force")
+	}
+	if isMounted(m.dir) {
+		t.Error("the mount point is still mounted after umount --force")
+	}
+	cont()
+	select {
+	case <-m.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the mount process did not exit after its connection was aborted")
+	}
+	if m.code != 0 {
+		t.Errorf("the mount process exited with %d after a forced unmount, nothing pending:\n%s", m.code, m.log)
+	}
+	m.cmd = nil
+	m.start()
+	if b, err := os.ReadFile(m.path("kept")); err != nil || string(b) != "stored before" {
+		t.Fatalf("after a forced unmount: %q, %v", b, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,8 +182,9 @@ func runStatus(args []string) error {
 }
 
 func runUmount(args []string) error {
-	fl := newFlags("umount", "DIR")
+	fl := newFlags("umount", "[--force] DIR")
 	wait := fl.Duration("wait", 10*time.Minute, "how long to wait for the mount's uploads to finish")
+	force := fl.Bool("force", false, "cut the kernel's connection to a mount process that is hung or gone (root only); processes blocked on the mount get an error, and what the mount process holds is committed only if it still can")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -198,6 +200,15 @@ func runUmount(args []string) error {
 		if m.MountPoint == dir {
 			pid = m.PID
 		}
+	}
+	if *force {
+		if err := forceUnmount(dir); err != nil {
+			return err
+		}
+		if pid == 0 {
+			return nil
+		}
+		return waitExit(pid, *wait)
 	}
 	out, err := exec.Command(fusermount(), "-u", dir).CombinedOutput()
 	if err != nil {
@@ -215,13 +226,83 @@ func runUmount(args []string) error {
 	if pid == 0 {
 		return nil
 	}
-	// The mount process commits what is pending before it exits.
-	deadline := time.Now().Add(*wait)
+	return waitExit(pid, *wait)
+}
+
+// waitExit waits for the mount process, which commits what is pending
+// before it exits.
+func waitExit(pid int, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
 	for alive(pid) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the mount process %d is still committing after %v; see 'sealfs status'", pid, *wait)
+			return fmt.Errorf("the mount process %d is still running after %v; see 'sealfs status' and its log, or end it with kill -9 %d", pid, wait, pid)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
+}
+
+// forceUnmount aborts the FUSE connection of the mount at dir, as umount -f
+// does: every request the kernel is waiting on fails, so nothing stays
+// blocked on a mount process that is hung, stopped, or stuck after a kill
+// (a thread of a killed process can stay blocked in the kernel on a lock
+// that a request to that same process holds, and then nothing ever
+// answers). The mount point is then detached.
+func forceUnmount(dir string) error {
+	if !isFUSEMount(dir) {
+		return fmt.Errorf("%s is not a FUSE mount", dir)
+	}
+	err := syscall.Unmount(dir, syscall.MNT_FORCE)
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("unmounting %s by force needs root; as this user, 'fusermount3 -u -z %s' detaches it", dir, dir)
+	}
+	if err == nil || errors.Is(err, syscall.EINVAL) {
+		return nil // EINVAL: it was unmounted meanwhile
+	}
+	// Aborted, but still in use (EBUSY): detach it; it goes once its
+	// files are closed, which no longer waits on anything.
+	if derr := syscall.Unmount(dir, syscall.MNT_DETACH); derr != nil && !errors.Is(derr, syscall.EINVAL) {
+		return fmt.Errorf("unmounting %s by force: %v, then %v", dir, err, derr)
+	}
+	return nil
+}
+
+// isFUSEMount reports whether dir is the mount point of a FUSE file
+// system, from /proc/self/mountinfo.
+func isFUSEMount(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
+			continue
+		}
+		if unescapeMountinfo(f[4]) == dir && strings.HasPrefix(f[sep+1], "fuse") {
+			return true
+		}
+	}
+	return false
+}
+
+// unescapeMountinfo undoes the octal escapes of spaces, tabs, newlines and
+// backslashes in a mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
