@@ -114,6 +114,14 @@ const attrTTL = time.Second
 func (n *node) absorb(vn *vault.Node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if vn.Version < n.version {
+		// The answer to a lookup, stat or listing sent before this
+		// mount learned of a newer version (its own commit, or an
+		// answer that overtook this one): nothing in it is news. Two
+		// mounts busy on one directory saw thousands of these, each
+		// logged as a rollback.
+		return
+	}
 	if vn.Attr.Generation < n.maxGen {
 		// The server went back to an older version of the file than
 		// this mount has seen: keep what it knows, and say so.

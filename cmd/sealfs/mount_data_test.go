@@ -442,3 +442,54 @@ func TestMountRollback(t *testing.T) {
 	// read returned.
 	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "rolled the file back") })
 }
+
+// TestMountNoFalseRollback rewrites files on one mount while both mounts
+// stat and list them. A stat or listing answered before a newer version
+// reached the mount is only late, not a server going back in time; each
+// such answer was logged as a rollback (ERROR), thousands of them when two
+// mounts worked on one directory, which buried real warnings and cried
+// wolf about the server.
+func TestMountNoFalseRollback(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	const files = 4
+	for i := range files {
+		if err := os.WriteFile(a.path(fmt.Sprintf("f%d", i)), []byte("0"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, m := range []*testMount{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				os.ReadDir(m.path())
+				for i := range files {
+					os.Stat(m.path(fmt.Sprintf("f%d", i)))
+				}
+			}
+		}()
+	}
+	for k := range 150 {
+		p := a.path(fmt.Sprintf("f%d", k%files))
+		if err := os.WriteFile(p, []byte(strconv.Itoa(k)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for _, m := range []*testMount{a, b} {
+		if n := strings.Count(m.log.String(), "rollback"); n > 0 {
+			t.Errorf("%d rollbacks logged with none happening:\n%.2000s", n, m.log)
+		}
+	}
+}
