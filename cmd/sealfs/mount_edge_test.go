@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -448,4 +449,43 @@ func TestMountForceUnmount(t *testing.T) {
 	if b, err := os.ReadFile(m.path("kept")); err != nil || string(b) != "stored before" {
 		t.Fatalf("after a forced unmount: %q, %v", b, err)
 	}
+
+	// Detached first (fusermount3 -u -z, which leaves whatever is blocked
+	// on it blocked): umount -f no longer reaches it, the connection
+	// recorded in the status file does.
+	pid = m.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont = sync.OnceFunc(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	defer cont()
+	go func() {
+		_, err := os.Stat(m.path("also-not-looked-up"))
+		blocked <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if out, err := exec.Command("fusermount3", "-u", "-z", m.dir).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u -z: %v %s", err, out)
+	}
+	cmd = d.command("umount", "--force", "--wait", "2s", m.dir)
+	cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+m.runtime)
+	out, _ = cmd.CombinedOutput()
+	if strings.Contains(string(out), "needs root") {
+		t.Skipf("the FUSE control file system cannot be mounted here: %s", out)
+	}
+	select {
+	case err := <-blocked:
+		if err == nil {
+			t.Error("stat through the aborted mount succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a process blocked on a detached mount stayed blocked after umount --force (%s)", out)
+	}
+	cont()
+	select {
+	case <-m.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the mount process did not exit after its connection was aborted")
+	}
+	m.cmd = nil
 }

@@ -29,6 +29,11 @@ type mountStatus struct {
 	MountPoint string    `json:"mount_point"`
 	Started    time.Time `json:"started"`
 	Updated    time.Time `json:"updated"`
+	// Conn is the kernel's number for the FUSE connection (the minor
+	// device number of the mount, the directory name under
+	// /sys/fs/fuse/connections): umount --force aborts it through there
+	// when the mount point is gone already (a lazy unmount).
+	Conn int `json:"fuse_connection,omitempty"`
 	fusefs.Stats
 }
 
@@ -64,6 +69,7 @@ func startStatus(dir string, cfg *clientConfig, fsys *fusefs.FS, log *slog.Logge
 	sd := statusDir()
 	w := &statusWriter{path: filepath.Join(sd, strconv.Itoa(os.Getpid())+".json"), stop: make(chan struct{}), done: make(chan struct{})}
 	st := mountStatus{PID: os.Getpid(), Server: cfg.Server, User: cfg.User, MountPoint: dir, Started: time.Now()}
+	st.Conn, _ = fuseConn(dir)
 	var last fusefs.Stats
 	write := func(force bool) {
 		stats := fsys.Stats()
@@ -195,14 +201,14 @@ func runUmount(args []string) error {
 	if err != nil {
 		return err
 	}
-	var pid int
+	var pid, conn int
 	for _, m := range runningMounts() {
 		if m.MountPoint == dir {
-			pid = m.PID
+			pid, conn = m.PID, m.Conn
 		}
 	}
 	if *force {
-		if err := forceUnmount(dir); err != nil {
+		if err := forceUnmount(dir, conn); err != nil {
 			return err
 		}
 		if pid == 0 {
@@ -247,10 +253,15 @@ func waitExit(pid int, wait time.Duration) error {
 // blocked on a mount process that is hung, stopped, or stuck after a kill
 // (a thread of a killed process can stay blocked in the kernel on a lock
 // that a request to that same process holds, and then nothing ever
-// answers). The mount point is then detached.
-func forceUnmount(dir string) error {
-	if !isFUSEMount(dir) {
-		return fmt.Errorf("%s is not a FUSE mount", dir)
+// answers). The mount point is then detached. A mount point detached
+// already (fusermount3 -u -z), which umount -f no longer reaches, is
+// aborted through its connection number conn, from its status file.
+func forceUnmount(dir string, conn int) error {
+	if _, ok := fuseConn(dir); !ok {
+		if conn == 0 {
+			return fmt.Errorf("%s is not a FUSE mount", dir)
+		}
+		return abortConn(conn)
 	}
 	err := syscall.Unmount(dir, syscall.MNT_FORCE)
 	if errors.Is(err, syscall.EPERM) {
@@ -267,12 +278,31 @@ func forceUnmount(dir string) error {
 	return nil
 }
 
-// isFUSEMount reports whether dir is the mount point of a FUSE file
-// system, from /proc/self/mountinfo.
-func isFUSEMount(dir string) bool {
+// fusectl is where the kernel's FUSE control file system is mounted.
+const fusectl = "/sys/fs/fuse/connections"
+
+// abortConn aborts FUSE connection conn through the control file system,
+// mounting it first where nothing did.
+func abortConn(conn int) error {
+	abort := filepath.Join(fusectl, strconv.Itoa(conn), "abort")
+	if _, err := os.Stat(abort); err != nil {
+		if merr := syscall.Mount("fusectl", fusectl, "fusectl", 0, ""); merr != nil && !errors.Is(merr, syscall.EBUSY) {
+			return fmt.Errorf("aborting FUSE connection %d: mounting %s: %v (needs root)", conn, fusectl, merr)
+		}
+	}
+	if err := os.WriteFile(abort, []byte("1\n"), 0); err != nil {
+		return fmt.Errorf("aborting FUSE connection %d: %v", conn, err)
+	}
+	return nil
+}
+
+// fuseConn returns the connection number of the FUSE file system mounted
+// at dir, from /proc/self/mountinfo (nothing touches the mount itself,
+// which may not answer); ok is false when dir is not a FUSE mount point.
+func fuseConn(dir string) (conn int, ok bool) {
 	b, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return 0, false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -280,11 +310,15 @@ func isFUSEMount(dir string) bool {
 		if len(f) < 5 || sep < 0 || sep+1 >= len(f) {
 			continue
 		}
-		if unescapeMountinfo(f[4]) == dir && strings.HasPrefix(f[sep+1], "fuse") {
-			return true
+		if unescapeMountinfo(f[4]) != dir || !strings.HasPrefix(f[sep+1], "fuse") {
+			continue
 		}
+		// The last line for dir is the mount on top.
+		_, minor, _ := strings.Cut(f[2], ":")
+		conn, _ = strconv.Atoi(minor)
+		ok = true
 	}
-	return false
+	return conn, ok
 }
 
 // unescapeMountinfo undoes the octal escapes of spaces, tabs, newlines and
