@@ -41,6 +41,7 @@ type smallChunk struct {
 // change (a link, a chmod) is retried on the new version, one that is new
 // content from another client becomes a conflict copy.
 func (n *node) commitLocked(why string) syscall.Errno {
+	n.rememberHome()
 	n.mu.Lock()
 	st := n.file
 	if st == nil {
@@ -123,12 +124,13 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return n.conflict(st, m, cur)
 		case errno(err) == syscall.ENOENT:
 			n.mu.Lock()
-			gone, open := n.nlink == 0, st.opens > 0
+			gone, open := n.nlink == 0 && !n.goneElsewhere, st.opens > 0
 			n.mu.Unlock()
 			if gone {
 				// Unlinked here: the data had no name left, and
 				// POSIX drops it with the last descriptor, not
-				// before (see above).
+				// before (see above). Removed by another client
+				// instead, it is kept as a conflict copy.
 				if !open {
 					n.discard(st, nil)
 				}
@@ -401,6 +403,14 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		pn, ok = parent.Operations().(*node)
 	}
 	if !ok || name == "" {
+		// Removed by another client, and the kernel dropped the name
+		// when told: the copy goes where the file last was.
+		n.mu.Lock()
+		pn, name = n.home, n.homeName
+		n.mu.Unlock()
+		ok = pn != nil
+	}
+	if !ok || name == "" {
 		err := fmt.Errorf("the file changed on the server and this mount knows no directory to keep its own version in")
 		n.noteErr(st, err)
 		return n.fsys.fail("save", n.path(), err)
@@ -456,7 +466,11 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 	}
 	pn.listAdd(cname)
 	n.fsys.conflicts.Add(1)
-	n.fsys.log.Warn("conflict: the file was changed by another client; this mount's version is kept as a copy",
+	what := "changed"
+	if cur == nil {
+		what = "removed"
+	}
+	n.fsys.log.Warn("conflict: the file was "+what+" by another client; this mount's version is kept as a copy",
 		"file", pn.childPath(name), "copy", pn.childPath(cname))
 	n.discard(st, cur)
 	if cur == nil {

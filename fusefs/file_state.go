@@ -184,6 +184,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	}
 	n.maxGen = f.Manifest.Generation
 	n.mu.Unlock()
+	n.rememberHome()
 	st = newFileState(n, f.Manifest, f.Cipher())
 	st.based = gen
 	n.mu.Lock()

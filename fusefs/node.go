@@ -57,6 +57,16 @@ type node struct {
 	// maxGen is the highest generation of the file seen: a server that
 	// answers with a lower one is rolling the file back.
 	maxGen uint64
+	// home is the directory and name the file was last seen under, where
+	// a conflict copy goes once another client removed the file and the
+	// kernel forgot its name (see conflict).
+	home     *node
+	homeName string
+	// goneElsewhere is set when the server said the inode no longer
+	// exists while this mount still had a name for it: another client
+	// removed it, which unlike an unlink here does not drop what this
+	// mount wrote.
+	goneElsewhere bool
 
 	pages pageGate // orders pushes into the kernel's page cache (pagecache.go)
 }
@@ -139,6 +149,20 @@ func (n *node) absorb(vn *vault.Node) {
 	}
 	n.attr, n.version, n.target = vn.Attr, vn.Version, vn.Target
 	n.fetched = time.Now()
+}
+
+// rememberHome records the directory and name the node is under now, if
+// the kernel still knows one.
+func (n *node) rememberHome() {
+	name, p := n.Parent()
+	if p == nil || name == "" {
+		return
+	}
+	if pn, ok := p.Operations().(*node); ok {
+		n.mu.Lock()
+		n.home, n.homeName = pn, name
+		n.mu.Unlock()
+	}
 }
 
 // path names the node for logs: a path from the mount's root.
@@ -242,6 +266,7 @@ func (n *node) refresh() syscall.Errno {
 			// kernel still holds is all that is left of it.
 			n.mu.Lock()
 			n.nlink = 0
+			n.goneElsewhere = true
 			n.fetched = time.Now()
 			n.mu.Unlock()
 			return 0

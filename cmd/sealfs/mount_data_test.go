@@ -493,3 +493,77 @@ func TestMountNoFalseRollback(t *testing.T) {
 		}
 	}
 }
+
+// TestMountEditOfRemovedFile removes, on mount B, files that mount A has
+// open with unsaved writes. A's data must not be lost: close succeeds and
+// the data is kept as a conflict copy where the file was, as for a file
+// another client replaced, whether A's tree still has the name or it has
+// another file under it by now.
+func TestMountEditOfRemovedFile(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	os.Mkdir(a.path("d"), 0o755)
+	names := []string{"soon", "late"}
+	var files []*os.File
+	for _, name := range names {
+		if err := os.WriteFile(a.path("d", name), []byte("original content\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.OpenFile(a.path("d", name), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("A's edit"), 0); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	eventually(t, "B sees the files", func() bool {
+		_, e1 := os.Stat(b.path("d", "soon"))
+		_, e2 := os.Stat(b.path("d", "late"))
+		return e1 == nil && e2 == nil
+	})
+	for _, name := range names {
+		if err := os.Remove(b.path("d", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := files[0].Close(); err != nil {
+		t.Errorf("close right after another client removed the file: %v, want success (the edit kept as a copy)", err)
+	}
+	// B makes a new file under the other name; once A looks it up, A's
+	// open file has no name left in A's tree.
+	if err := os.WriteFile(b.path("d", "late"), []byte("B's new file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "A sees B's new file", func() bool {
+		got, _ := os.ReadFile(a.path("d", "late"))
+		return string(got) == "B's new file\n"
+	})
+	if err := files[1].Close(); err != nil {
+		t.Errorf("close after the mount learned that another client removed the file: %v, want success (the edit kept as a copy)", err)
+	}
+	var seen []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("B's directory: %q\nA's log:\n%s", seen, a.log)
+		}
+	})
+	eventually(t, "B sees both edits kept as conflict copies", func() bool {
+		entries, _ := os.ReadDir(b.path("d"))
+		copies := 0
+		seen = seen[:0]
+		for _, e := range entries {
+			got, _ := os.ReadFile(b.path("d", e.Name()))
+			seen = append(seen, e.Name()+"="+string(got))
+			if strings.Contains(e.Name(), ".conflict-") && string(got) == "A's edit content\n" {
+				copies++
+			}
+		}
+		got, _ := os.ReadFile(b.path("d", "late"))
+		return copies == 2 && string(got) == "B's new file\n"
+	})
+}
