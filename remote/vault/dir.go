@@ -224,6 +224,12 @@ func (v *Vault) Rename(ctx context.Context, src *Node, dstDir crypto.ID, dstName
 		req.DstChild = &dstChild
 	}
 	err = v.c.Rename(ctx, req)
+	if err != nil && IsNotExist(fsError(err)) && v.renamed(ctx, src, dstDir, dstName, mode, dst) {
+		// A retry of a rename the server applied before its answer was
+		// lost, and had forgotten (it restarted): the source is gone
+		// because it is where it was asked to go.
+		return nil
+	}
 	if remote.IsVersionMismatch(err) {
 		// The names were sealed for inodes that another client has
 		// since replaced under them (the server refuses to store a name
@@ -232,4 +238,19 @@ func (v *Vault) Rename(ctx context.Context, src *Node, dstDir crypto.ID, dstName
 		return &codeError{errno: syscall.ESTALE, cause: err}
 	}
 	return fsError(err)
+}
+
+// renamed reports whether src is already where a rename asked it to go:
+// under dstName in dstDir, and no longer under its old name (which holds
+// dst instead after an exchange).
+func (v *Vault) renamed(ctx context.Context, src *Node, dstDir crypto.ID, dstName, mode string, dst *Node) bool {
+	at, err := v.Lookup(ctx, dstDir, dstName)
+	if err != nil || at.ID != src.ID {
+		return false
+	}
+	back, err := v.Lookup(ctx, src.Parent, src.Name)
+	if mode == wire.RenameExchange {
+		return err == nil && dst != nil && back.ID == dst.ID
+	}
+	return IsNotExist(err) || (err == nil && back.ID != src.ID)
 }

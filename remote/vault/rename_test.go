@@ -89,3 +89,39 @@ func TestRenameStaleEntry(t *testing.T) {
 	}
 	check(map[string]crypto.ID{"s1": y.ID, "a": a.ID, "b": c.ID})
 }
+
+// TestRenameAppliedBefore repeats renames that the server has applied
+// already, as a client does when the answer to its first attempt was lost
+// and the server restarted meanwhile (so it no longer knows the request's
+// idempotency key): the source is gone, because it is where it was asked
+// to go. That is success; it was reported as "no such file" for the
+// destination, which exists. A source that is simply gone still fails.
+func TestRenameAppliedBefore(t *testing.T) {
+	ctx := context.Background()
+	_, v := newVault(t)
+	root := crypto.ID{}
+	mk := func(name string) *Node {
+		t.Helper()
+		n, err := v.CreateInode(ctx, root, name, wire.TypeFile, crypto.Attr{Mode: 0o644}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, mode := range []string{wire.RenameReplace, wire.RenameNoReplace} {
+		f := mk("f-" + mode)
+		if err := v.Rename(ctx, f, root, "g-"+mode, mode, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := v.Rename(ctx, f, root, "g-"+mode, mode, nil); err != nil {
+			t.Errorf("%s rename repeated after it was applied: %v, want success", mode, err)
+		}
+	}
+	gone := mk("gone")
+	if err := v.Remove(ctx, root, "gone", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Rename(ctx, gone, root, "elsewhere", wire.RenameReplace, nil); !IsNotExist(err) {
+		t.Errorf("rename of a removed file: %v, want not found", err)
+	}
+}
