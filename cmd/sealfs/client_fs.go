@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"syscall"
 
 	"github.com/sealfs/sealfs/remote/vault"
@@ -31,6 +32,22 @@ func remotePath(p string) (string, error) {
 		return "", usagef("remote path %q: %v", p, err)
 	}
 	return clean, nil
+}
+
+// dirOnly reports whether a destination as typed names a directory only,
+// with a trailing slash, as "/backup/" does for cp and mv: the contents go
+// into it, and a file of that name is never replaced.
+func dirOnly(arg string) bool {
+	return len(arg) > 1 && strings.HasSuffix(arg, "/")
+}
+
+// notADir is the error for a destination written as a directory that is
+// not one.
+func notADir(dst string, exists bool) error {
+	if exists {
+		return fmt.Errorf("%s/: not a directory (written with a trailing slash, the destination must be an existing directory)", dst)
+	}
+	return fmt.Errorf("%s/: no such directory (written with a trailing slash, the destination must be an existing directory)", dst)
 }
 
 // pathError gives an error the remote path it is about, unless it already
@@ -162,6 +179,14 @@ func runMv(args []string) error {
 		target, err := s.v.Resolve(ctx, dst)
 		var dir *vault.Node
 		var name string
+		if dirOnly(fl.Arg(1)) && (err != nil || !target.IsDir()) {
+			if err != nil && !vault.IsNotExist(err) {
+				return pathError(dst, err)
+			}
+			if err == nil || !n.IsDir() { // a directory may take the new name
+				return notADir(dst, err == nil)
+			}
+		}
 		switch {
 		case err == nil && target.IsDir():
 			dir, name = target, n.Name

@@ -96,6 +96,7 @@ func runGet(args []string) error {
 func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive bool) ([]getItem, error) {
 	st, err := os.Stat(dst)
 	intoDir := err == nil && st.IsDir()
+	exists := err == nil
 	if len(srcs) > 1 && !intoDir {
 		return nil, fmt.Errorf("%s: not an existing directory (required with several sources)", dst)
 	}
@@ -111,6 +112,10 @@ func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive 
 		}
 		if n.IsDir() && !recursive {
 			return nil, fmt.Errorf("%s: is a directory (use -r to download it and its contents)", src)
+		}
+		if dirOnly(dst) && !intoDir && (exists || !n.IsDir()) {
+			// As with cp: a new directory may be named so, a file may not.
+			return nil, fmt.Errorf("%s: not an existing directory (written with a trailing slash, the destination must be one)", dst)
 		}
 		if items, err = g.walk(ctx, src, local, n, items); err != nil {
 			return nil, err

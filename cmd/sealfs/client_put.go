@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -80,7 +81,7 @@ func runPut(args []string) error {
 	err = withSession(cf, func(ctx context.Context, s *session) error {
 		s.v.SetParallel(*transfers)
 		p := &putter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024), dirs: map[string]*remoteDir{}}
-		files, err := p.plan(ctx, srcs, dst, *recursive)
+		files, err := p.plan(ctx, srcs, dst, dirOnly(fl.Arg(fl.NArg()-1)), *recursive)
 		if err != nil {
 			return err
 		}
@@ -123,12 +124,19 @@ func summarize(failed []error, total int) error {
 
 // plan resolves the destination with cp's rules and lists what to upload,
 // directories before their contents.
-func (p *putter) plan(ctx context.Context, srcs []string, dst string, recursive bool) ([]putFile, error) {
+func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir, recursive bool) ([]putFile, error) {
 	target, err := p.s.v.Resolve(ctx, dst)
 	if err != nil && !vault.IsNotExist(err) {
 		return nil, pathError(dst, err)
 	}
 	intoDir := err == nil && target.IsDir()
+	if mustBeDir && !intoDir {
+		// As with cp: a new directory may be named so, a file may not.
+		st, serr := os.Stat(srcs[0])
+		if err == nil || len(srcs) != 1 || serr != nil || !st.IsDir() {
+			return nil, notADir(dst, err == nil)
+		}
+	}
 	if len(srcs) > 1 && !intoDir {
 		return nil, fmt.Errorf("%s: not an existing directory (required with several sources)", dst)
 	}
@@ -332,6 +340,21 @@ func (p *putter) link(ctx context.Context, f putFile) error {
 	return nil
 }
 
+// unchanged fails when the open file src no longer has the size and
+// modification time it had when its upload started: it was written to
+// meanwhile, and what was read may mix old and new content.
+func unchanged(src *os.File, before fs.FileInfo) error {
+	now, err := src.Stat()
+	if err != nil {
+		return err
+	}
+	if now.Size() != before.Size() || !now.ModTime().Equal(before.ModTime()) {
+		return fmt.Errorf("changed while being uploaded (size %d, then %d; modified %s, then %s); nothing was stored: run the command again once it is no longer being written",
+			before.Size(), now.Size(), before.ModTime().Format(time.RFC3339Nano), now.ModTime().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
 // record notes that name in d is now n.
 func (p *putter) record(d *remoteDir, name string, n *vault.Node) {
 	p.mu.Lock()
@@ -453,6 +476,7 @@ func (p *putter) uploadFile(ctx context.Context, d *remoteDir, name string, exis
 		Progress: p.prog, Limit: p.limit,
 		Looked: true, Existing: existing,
 		Dest: f.remote, Source: abs,
+		Unchanged: func() error { return unchanged(src, info) },
 	}
 	if info.Size() > int64(p.s.v.Layout().ChunkSize()) {
 		opts.ResumePath = resumePath(p.s.dir, p.s.cfg, f.remote, abs)

@@ -40,6 +40,11 @@ type UploadOptions struct {
 	// OnResume is called once when the upload continues a previous one,
 	// with the bytes found on the server and the file's size.
 	OnResume func(done, total int64)
+	// Unchanged, when set, is asked once every byte is read and before
+	// the new version is committed; an error (the source was written to
+	// meanwhile) fails the upload, which then stores nothing rather than
+	// a mix of old and new content that never existed.
+	Unchanged func() error
 }
 
 // upload is one file's upload in progress.
@@ -164,6 +169,11 @@ func (u *upload) small(ctx context.Context) (*wire.Inode, error) {
 			return nil, err
 		}
 	}
+	if u.opts.Unchanged != nil {
+		if err := u.opts.Unchanged(); err != nil {
+			return nil, err
+		}
+	}
 	cr, sealedAttr, err := u.commitRequest()
 	if err != nil {
 		return nil, err
@@ -251,6 +261,11 @@ func (u *upload) large(ctx context.Context) (*wire.Inode, error) {
 	for round := 0; ; round++ {
 		if err := u.sendChunks(ctx, have, log); err != nil {
 			return nil, err
+		}
+		if u.opts.Unchanged != nil {
+			if err := u.opts.Unchanged(); err != nil {
+				return nil, err
+			}
 		}
 		cr, sealedAttr, err := u.commitRequest()
 		if err != nil {
