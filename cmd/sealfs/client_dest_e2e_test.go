@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -93,4 +94,47 @@ func TestE2EPutChangingFile(t *testing.T) {
 	got := filepath.Join(t.TempDir(), "got")
 	d.ok("get", "/big", got)
 	sameFile(t, src, got)
+}
+
+// TestE2EAwkwardLocal covers local conditions found by the CLI hunt: a FIFO
+// in a tree stopped the whole put -r (nothing uploaded, although the
+// message said only that entry was not); a full local disk during get was
+// blamed on the server; a directory in the way of a download left its
+// partial file behind.
+func TestE2EAwkwardLocal(t *testing.T) {
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree")
+	os.MkdirAll(tree, 0o755)
+	os.WriteFile(filepath.Join(tree, "a"), []byte("a\n"), 0o644)
+	if err := syscall.Mkfifo(filepath.Join(tree, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.fails(1, "fifo: not a regular file, directory or symlink; not uploaded", "put", "-r", tree, "/t")
+	if got := d.ok("cat", "/t/a"); got != "a\n" {
+		t.Fatalf("the tree's regular file beside a FIFO: %q", got)
+	}
+
+	big := filepath.Join(work, "big")
+	writeRandom(t, big, 5<<20)
+	d.ok("put", big, "/big")
+	d.ok("put", filepath.Join(tree, "a"), "/a.txt")
+	in := filepath.Join(work, "in")
+	os.MkdirAll(filepath.Join(in, "a.txt"), 0o755)
+	d.fails(1, "is a directory", "get", "/a.txt", in)
+	if entries, _ := os.ReadDir(in); len(entries) != 1 {
+		t.Errorf("a refused get left %d entries, want only the directory in the way", len(entries))
+	}
+
+	small := filepath.Join(work, "small")
+	os.Mkdir(small, 0o755)
+	if err := syscall.Mount("tmpfs", small, "tmpfs", 0, "size=2m"); err != nil {
+		t.Skipf("no tmpfs for a full local disk: %v", err)
+	}
+	defer syscall.Unmount(small, syscall.MNT_DETACH)
+	d.fails(1, "here is full", "get", "/big", small)
+	if entries, _ := os.ReadDir(small); len(entries) != 0 {
+		t.Errorf("a get that filled the local disk left %d entries", len(entries))
+	}
 }

@@ -169,6 +169,10 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir,
 		}
 		if !info.IsDir() {
 			f, err := planEntry(src, root, info)
+			if errors.Is(err, errSpecial) {
+				p.fail(err) // the other sources still go
+				continue
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -195,6 +199,10 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir,
 				return err
 			}
 			f, err := planEntry(local, remote, info)
+			if errors.Is(err, errSpecial) {
+				p.fail(err) // a socket or FIFO in a tree: the rest still goes
+				return nil
+			}
 			if err != nil {
 				return err
 			}
@@ -239,10 +247,14 @@ func planEntry(local, remote string, info fs.FileInfo) (putFile, error) {
 		}
 		f.target = t
 	default:
-		return f, fmt.Errorf("%s: not a regular file, directory or symlink; not uploaded", local)
+		return f, fmt.Errorf("%s: %w; not uploaded", local, errSpecial)
 	}
 	return f, nil
 }
+
+// errSpecial marks an entry put skips: a device, FIFO or socket holds no
+// data to store.
+var errSpecial = errors.New("not a regular file, directory or symlink")
 
 // listDir records a remote directory's entries, so uploads into it know
 // what exists without a lookup each.

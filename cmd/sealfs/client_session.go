@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealfs/sealfs/remote"
 	"github.com/sealfs/sealfs/remote/vault"
+	"github.com/sealfs/sealfs/remote/wire"
 )
 
 // commonFlags are the options every account command takes.
@@ -225,10 +226,13 @@ func explain(err error, cfg *clientConfig) error {
 		return fmt.Errorf("the invite code is unknown, used or expired: ask the server's operator for a new one ('sealfs server invite')")
 	case remote.IsUnauthorized(err):
 		return fmt.Errorf("the session of %s is no longer valid: run 'sealfs login %s --user %s'", who, cfg.Server, cfg.User)
-	case errors.Is(err, syscall.EDQUOT):
+	case remote.IsCode(err, wire.CodeQuotaExceeded):
 		return fmt.Errorf("%v: the account's storage quota is exhausted; remove files or ask the operator for more", err)
-	case errors.Is(err, syscall.ENOSPC):
+	case remote.IsCode(err, wire.CodeInsufficientStorage):
 		return fmt.Errorf("%v: the server's disk is full; ask its operator", err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		// Not the server's answer: this machine's own disk.
+		return fmt.Errorf("%v: the disk (or your quota on it) here is full; free some space and run the command again", err)
 	case errors.Is(err, context.Canceled):
 		return errInterrupted
 	}

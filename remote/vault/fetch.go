@@ -58,6 +58,9 @@ const syncEvery = time.Second
 // every chunk verified. An interrupted or failed download never leaves an
 // unverified file under dst.
 func (v *Vault) Download(ctx context.Context, n *Node, dst string, opts DownloadOptions) (err error) {
+	if st, err := os.Lstat(dst); err == nil && st.IsDir() {
+		return fmt.Errorf("%s exists and is a directory; a file cannot replace it", dst)
+	}
 	f, err := v.OpenFile(ctx, n)
 	if err != nil {
 		return err
