@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sealfs/sealfs/remote/vault"
 )
 
 // TestE2ETrailingSlash gives destinations a trailing slash, which for cp and
@@ -136,5 +139,72 @@ func TestE2EAwkwardLocal(t *testing.T) {
 	d.fails(1, "here is full", "get", "/big", small)
 	if entries, _ := os.ReadDir(small); len(entries) != 0 {
 		t.Errorf("a get that filled the local disk left %d entries", len(entries))
+	}
+}
+
+// TestE2EInterruptedIntoNew interrupts put -r and get -r of a directory
+// into a destination that did not exist. Run again as it was, the command
+// would copy into DST/SRC (DST exists now) and start over, leaving the first
+// copy incomplete; the advice printed names the "SRC/." form, which
+// continues into DST itself, resuming what was there.
+func TestE2EInterruptedIntoNew(t *testing.T) {
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree")
+	writeRandom(t, filepath.Join(tree, "small"), 100)
+	writeRandom(t, filepath.Join(tree, "sub", "big"), 24<<20)
+	// interrupt runs a command and sends it SIGINT, as Ctrl-C does, once
+	// cond holds.
+	interrupt := func(cond func() bool, args ...string) string {
+		t.Helper()
+		cmd := d.command(args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatal("condition not reached before the deadline")
+			}
+		}
+		cmd.Process.Signal(os.Interrupt)
+		if err := cmd.Wait(); err == nil {
+			t.Fatalf("sealfs %s finished before it was interrupted", strings.Join(args, " "))
+		}
+		return stderr.String()
+	}
+
+	msg := interrupt(func() bool { return resumeChunks(d) >= 2 }, "put", "-r", "--limit-upload", "4096", tree, "/new")
+	want := "sealfs put -r " + tree + "/. /new"
+	if !strings.Contains(msg, want) {
+		t.Fatalf("interrupted put -r says %q, want advice naming %q", msg, want)
+	}
+	r := d.run("put", "-r", tree+"/.", "/new")
+	if r.code != 0 || !strings.Contains(r.stderr, "resuming /new/sub/big") {
+		t.Fatalf("put -r %s/. /new: exit %d, %q; want it to resume /new/sub/big", tree, r.code, r.stderr)
+	}
+	if out := d.ok("ls", "/new"); out != "small\nsub\n" {
+		t.Fatalf("/new holds %q after the continued put, want small and sub only", out)
+	}
+
+	out := filepath.Join(work, "out")
+	msg = interrupt(func() bool {
+		var meta struct{ Done int64 }
+		b, err := os.ReadFile(filepath.Join(out, "sub", "big"+vault.PartialSuffix+".json"))
+		return err == nil && json.Unmarshal(b, &meta) == nil && meta.Done > 0
+	}, "get", "-r", "--limit-download", "4096", "/new", out)
+	if want := "sealfs get -r /new/. " + out; !strings.Contains(msg, want) {
+		t.Fatalf("interrupted get -r says %q, want advice naming %q", msg, want)
+	}
+	r = d.run("get", "-r", "/new/.", out)
+	if r.code != 0 || !strings.Contains(r.stderr, "resuming") {
+		t.Fatalf("get -r /new/. %s: exit %d, %q; want it to resume", out, r.code, r.stderr)
+	}
+	sameFile(t, filepath.Join(tree, "sub", "big"), filepath.Join(out, "sub", "big"))
+	if _, err := os.Stat(filepath.Join(out, "new")); err == nil {
+		t.Error("the continued get -r made out/new")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/sealfs/sealfs/crypto"
@@ -43,6 +44,11 @@ type getter struct {
 	firsts map[crypto.ID]string
 	// fetched holds the local paths downloaded whole in this run.
 	fetched map[string]bool
+	// contents marks the sources given as "SRC/." (by index).
+	contents map[int]bool
+	// createsRoot is set when the run copies one directory to a
+	// destination that does not exist yet (see resumeAdvice).
+	createsRoot bool
 }
 
 func runGet(args []string) error {
@@ -57,14 +63,27 @@ func runGet(args []string) error {
 	if fl.NArg() < 2 {
 		return usagef("SRC... DST required")
 	}
-	srcs, err := remotePaths(fl.Args()[:fl.NArg()-1], 1)
+	raw := fl.Args()[:fl.NArg()-1]
+	contents := make(map[int]bool)
+	trimmed := make([]string, len(raw))
+	for i, a := range raw {
+		// "/t/." is /t's contents, as for cp -r (see contentsOf).
+		if contentsOf(a) {
+			contents[i] = true
+			a = strings.TrimSuffix(a, ".")
+		}
+		trimmed[i] = a
+	}
+	srcs, err := remotePaths(trimmed, 1)
 	if err != nil {
 		return err
 	}
 	dst := fl.Arg(fl.NArg() - 1)
+	var createsRoot bool
 	err = withSession(cf, func(ctx context.Context, s *session) error {
 		s.v.SetParallel(*transfers)
-		g := &getter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024)}
+		g := &getter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024), contents: contents}
+		defer func() { createsRoot = g.createsRoot }()
 		items, err := g.plan(ctx, srcs, dst, *recursive)
 		if err != nil {
 			return err
@@ -86,7 +105,7 @@ func runGet(args []string) error {
 		return summarize(g.failed, len(items))
 	})
 	if errors.Is(err, errInterrupted) {
-		return fmt.Errorf("%w: run the same command again to continue where it stopped", err)
+		return resumeAdvice(err, "get", srcs, dst, createsRoot)
 	}
 	return err
 }
@@ -101,14 +120,17 @@ func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive 
 		return nil, fmt.Errorf("%s: not an existing directory (required with several sources)", dst)
 	}
 	var items []getItem
-	for _, src := range srcs {
+	for i, src := range srcs {
 		n, err := g.s.v.Resolve(ctx, src)
 		if err != nil {
 			return nil, pathError(src, err)
 		}
 		local := dst
-		if intoDir && n.Name != "" {
+		if intoDir && n.Name != "" && !g.contents[i] {
 			local = filepath.Join(dst, n.Name)
+		}
+		if n.IsDir() && !intoDir && !g.contents[i] && len(srcs) == 1 {
+			g.createsRoot = true
 		}
 		if n.IsDir() && !recursive {
 			return nil, fmt.Errorf("%s: is a directory (use -r to download it and its contents)", src)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -52,6 +53,9 @@ type putter struct {
 	mu     sync.Mutex
 	dirs   map[string]*remoteDir
 	failed []error
+	// createsRoot is set when the run copies one directory to a
+	// destination that does not exist yet (see resumeAdvice).
+	createsRoot bool
 }
 
 // remoteDir is a remote directory and what is in it; children is empty for
@@ -78,9 +82,11 @@ func runPut(args []string) error {
 	if err != nil {
 		return err
 	}
+	var createsRoot bool
 	err = withSession(cf, func(ctx context.Context, s *session) error {
 		s.v.SetParallel(*transfers)
 		p := &putter{s: s, limit: vault.NewRateLimit(*limitKiB * 1024), dirs: map[string]*remoteDir{}}
+		defer func() { createsRoot = p.createsRoot }()
 		files, err := p.plan(ctx, srcs, dst, dirOnly(fl.Arg(fl.NArg()-1)), *recursive)
 		if err != nil {
 			return err
@@ -102,9 +108,28 @@ func runPut(args []string) error {
 		return summarize(p.failed, len(files))
 	})
 	if errors.Is(err, errInterrupted) {
-		return fmt.Errorf("%w: run the same command again to continue where it stopped", err)
+		return resumeAdvice(err, "put", srcs, fl.Arg(fl.NArg()-1), createsRoot)
 	}
 	return err
+}
+
+// contentsOf reports whether a source as typed ends in "/." (or is "."),
+// which for cp -r means its contents rather than the directory itself:
+// they go straight into DST, whether DST exists or not.
+func contentsOf(src string) bool {
+	return src == "." || strings.HasSuffix(src, "/.")
+}
+
+// resumeAdvice says how to continue an interrupted transfer. Run again
+// as it was, a copy of one directory into a destination the first run
+// created would go one level down (DST/SRC), by cp's rules, and start
+// over; the "SRC/." form continues into DST itself.
+func resumeAdvice(err error, cmd string, srcs []string, dst string, createsRoot bool) error {
+	if createsRoot && len(srcs) == 1 {
+		return fmt.Errorf("%w: run 'sealfs %s -r %s/. %s' to continue where it stopped (%s exists now, and the same command would copy into %s/%s)",
+			err, cmd, strings.TrimRight(srcs[0], "/"), dst, dst, strings.TrimRight(dst, "/"), path.Base(strings.TrimRight(srcs[0], "/")))
+	}
+	return fmt.Errorf("%w: run the same command again to continue where it stopped", err)
 }
 
 // summarize reports per-file failures: one is the error itself; several
@@ -160,7 +185,7 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir,
 			return nil, err
 		}
 		root := dst
-		if intoDir {
+		if intoDir && !contentsOf(src) {
 			base := filepath.Base(filepath.Clean(src))
 			if err := vault.CheckName(base); err != nil {
 				return nil, usagef("%s: %v", src, err)
@@ -182,11 +207,15 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir,
 		if !recursive {
 			return nil, fmt.Errorf("%s: is a directory (use -r to upload it and its contents)", src)
 		}
+		p.createsRoot = !intoDir && !contentsOf(src) && len(srcs) == 1
 		err = filepath.WalkDir(src, func(local string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
 			rel, _ := filepath.Rel(src, local)
+			if rel == "." && intoDir && contentsOf(src) {
+				return nil // DST itself, which exists: only its contents go
+			}
 			remote := root
 			if rel != "." {
 				remote = vault.JoinPath(root, filepath.ToSlash(rel))
