@@ -129,7 +129,7 @@ func (g *getter) plan(ctx context.Context, srcs []string, dst string, recursive 
 		if intoDir && n.Name != "" && !g.contents[i] {
 			local = filepath.Join(dst, n.Name)
 		}
-		if n.IsDir() && !intoDir && !g.contents[i] && len(srcs) == 1 {
+		if n.IsDir() && n.Name != "" && !intoDir && !g.contents[i] && len(srcs) == 1 {
 			g.createsRoot = true
 		}
 		if n.IsDir() && !recursive {
