@@ -72,7 +72,7 @@ func TestE2EPutChangingFile(t *testing.T) {
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	src := filepath.Join(t.TempDir(), "big")
-	writeRandom(t, src, 24<<20)
+	writeRandom(t, src, 12<<20)
 	cmd := d.command("put", "--limit-upload", "8192", src, "/big")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -153,7 +153,7 @@ func TestE2EInterruptedIntoNew(t *testing.T) {
 	work := t.TempDir()
 	tree := filepath.Join(work, "tree")
 	writeRandom(t, filepath.Join(tree, "small"), 100)
-	writeRandom(t, filepath.Join(tree, "sub", "big"), 24<<20)
+	writeRandom(t, filepath.Join(tree, "sub", "big"), 12<<20)
 	// interrupt runs a command and sends it SIGINT, as Ctrl-C does, once
 	// cond holds.
 	interrupt := func(cond func() bool, args ...string) string {
