@@ -118,6 +118,18 @@ func TestE2EAwkwardLocal(t *testing.T) {
 	if got := d.ok("cat", "/t/a"); got != "a\n" {
 		t.Fatalf("the tree's regular file beside a FIFO: %q", got)
 	}
+	// A symlink named without -r stands for its file, as for cp; in a tree
+	// (-r) it stays a symlink.
+	os.Symlink("a", filepath.Join(tree, "link"))
+	os.Remove(filepath.Join(tree, "fifo"))
+	d.ok("put", filepath.Join(tree, "link"), "/linked")
+	if got := d.ok("cat", "/linked"); got != "a\n" {
+		t.Fatalf("put of a symlink named on the command line stored %q, want the file it points to", got)
+	}
+	d.ok("put", "-r", tree, "/t2")
+	if out := d.ok("stat", "/t2/link"); !strings.Contains(out, "Target: a") {
+		t.Fatalf("a symlink in a tree put with -r: %q, want a symlink", out)
+	}
 
 	big := filepath.Join(work, "big")
 	writeRandom(t, big, 5<<20)

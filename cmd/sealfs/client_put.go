@@ -181,6 +181,11 @@ func (p *putter) plan(ctx context.Context, srcs []string, dst string, mustBeDir,
 	var files []putFile
 	for _, src := range srcs {
 		info, err := os.Lstat(src)
+		if err == nil && !recursive && info.Mode()&fs.ModeSymlink != 0 {
+			// As cp without -r: a symlink named on the command line
+			// stands for the file it points to.
+			info, err = os.Stat(src)
+		}
 		if err != nil {
 			return nil, err
 		}
