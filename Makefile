@@ -24,7 +24,7 @@ vet:
 # The whole suite: vectors from docs/format.md, tamper cases, fuzz seeds,
 # server and end-to-end tests against real HTTPS, SQLite and FUSE.
 test: deps fmt-check vet build
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 18m ./...
 
 # Fuzz every target for FUZZTIME each (seeds alone run in `make test`).
 fuzz:

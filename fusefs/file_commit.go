@@ -318,6 +318,7 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
 	n.maxGen = max(n.maxGen, m.Generation)
+	n.maxVer = max(n.maxVer, vn.Version)
 	n.fetched = time.Now()
 	n.pending = nil
 	n.mu.Unlock()

@@ -55,8 +55,11 @@ type node struct {
 	xattrs    map[string][]byte
 	xattrsVer int64
 	// maxGen is the highest generation of the file seen: a server that
-	// answers with a lower one is rolling the file back.
+	// answers with a lower one is rolling the file back. maxVer is the
+	// highest inode version seen, which version does not follow while
+	// the file is open: an answer below it is merely late.
 	maxGen uint64
+	maxVer int64
 	// home is the directory and name the file was last seen under, where
 	// a conflict copy goes once another client removed the file and the
 	// kernel forgot its name (see conflict).
@@ -124,7 +127,7 @@ const attrTTL = time.Second
 func (n *node) absorb(vn *vault.Node) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if vn.Version < n.version {
+	if vn.Version < max(n.version, n.maxVer) {
 		// The answer to a lookup, stat or listing sent before this
 		// mount learned of a newer version (its own commit, or an
 		// answer that overtook this one): nothing in it is news. Two
@@ -132,6 +135,7 @@ func (n *node) absorb(vn *vault.Node) {
 		// logged as a rollback.
 		return
 	}
+	n.maxVer = vn.Version
 	if vn.Attr.Generation < n.maxGen {
 		// The server went back to an older version of the file than
 		// this mount has seen: keep what it knows, and say so.

@@ -18,6 +18,7 @@ import (
 // (with and without --reencrypt) and disable/enable, and checks the server
 // keeps serving every file throughout.
 func TestE2EAdminWhileServing(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw-alice")
 	src := filepath.Join(t.TempDir(), "a.bin")
@@ -77,6 +78,7 @@ func TestE2EAdminWhileServing(t *testing.T) {
 // and checks that SIGHUP makes the server present the new one while it keeps
 // running.
 func TestE2ECertificateReload(t *testing.T) {
+	t.Parallel()
 	bin := sealfsBin(t)
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")

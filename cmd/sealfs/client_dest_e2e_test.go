@@ -19,6 +19,7 @@ import (
 // Before, the slash was dropped: mv and put replaced the file /d/backup
 // (its content lost, exit 0), and put made a file /d/newname.
 func TestE2ETrailingSlash(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	work := t.TempDir()
@@ -69,6 +70,7 @@ func TestE2ETrailingSlash(t *testing.T) {
 // and the server held the old content's first part followed by the new
 // content's rest, a version of the file that never existed.
 func TestE2EPutChangingFile(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	src := filepath.Join(t.TempDir(), "big")
@@ -105,6 +107,7 @@ func TestE2EPutChangingFile(t *testing.T) {
 // blamed on the server; a directory in the way of a download left its
 // partial file behind.
 func TestE2EAwkwardLocal(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	work := t.TempDir()
@@ -160,6 +163,7 @@ func TestE2EAwkwardLocal(t *testing.T) {
 // copy incomplete; the advice printed names the "SRC/." form, which
 // continues into DST itself, resuming what was there.
 func TestE2EInterruptedIntoNew(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	work := t.TempDir()
@@ -176,7 +180,7 @@ func TestE2EInterruptedIntoNew(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
 				t.Fatal("condition not reached before the deadline")
@@ -189,7 +193,9 @@ func TestE2EInterruptedIntoNew(t *testing.T) {
 		return stderr.String()
 	}
 
-	msg := interrupt(func() bool { return resumeChunks(d) >= 2 }, "put", "-r", "--limit-upload", "4096", tree, "/new")
+	// Interrupted once three chunks are on the server (a SIGINT saves the
+	// resume state of those acknowledged).
+	msg := interrupt(func() bool { return s.chunkBytesIn() >= 3*sealedChunk }, "put", "-r", "--limit-upload", "2048", tree, "/new")
 	want := "sealfs put -r " + tree + "/. /new"
 	if !strings.Contains(msg, want) {
 		t.Fatalf("interrupted put -r says %q, want advice naming %q", msg, want)
@@ -203,11 +209,13 @@ func TestE2EInterruptedIntoNew(t *testing.T) {
 	}
 
 	out := filepath.Join(work, "out")
+	// Interrupted once the download recorded verified progress (it does
+	// every second).
 	msg = interrupt(func() bool {
 		var meta struct{ Done int64 }
 		b, err := os.ReadFile(filepath.Join(out, "sub", "big"+vault.PartialSuffix+".json"))
 		return err == nil && json.Unmarshal(b, &meta) == nil && meta.Done > 0
-	}, "get", "-r", "--limit-download", "4096", "/new", out)
+	}, "get", "-r", "--limit-download", "2048", "/new", out)
 	if want := "sealfs get -r /new/. " + out; !strings.Contains(msg, want) {
 		t.Fatalf("interrupted get -r says %q, want advice naming %q", msg, want)
 	}

@@ -19,6 +19,7 @@ import (
 )
 
 func TestE2EDevicesAndPasswords(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	a := initAccount(t, s, "alice", "first password")
 	work := t.TempDir()
@@ -111,6 +112,7 @@ func killWhen(t *testing.T, d *device, cond func() bool, args ...string) {
 var resumeLine = regexp.MustCompile(`resuming (\S+): ([\d.]+) MiB of ([\d.]+) MiB already (on the server|downloaded)`)
 
 func TestE2EResume(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	work := t.TempDir()
@@ -173,6 +175,7 @@ func TestE2EResume(t *testing.T) {
 }
 
 func TestE2ETamperedBlob(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	work := t.TempDir()
@@ -216,6 +219,7 @@ func TestE2ETamperedBlob(t *testing.T) {
 }
 
 func TestE2ETrustAndSessions(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	// A password long enough that it cannot turn up by chance inside the
 	// base64 of a session token or fingerprint (a two-letter one did).

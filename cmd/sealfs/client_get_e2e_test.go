@@ -15,6 +15,7 @@ import (
 // holding x and x.sealfs-partial wrote the second over the first's partial
 // data and renamed it to x (exit 0, wrong content); a 255-byte name failed.
 func TestE2EGetPartialNames(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	src := t.TempDir()
@@ -81,6 +82,7 @@ func TestE2EGetPartialNames(t *testing.T) {
 // through put -r and get -r: set-user-ID, set-group-ID and sticky were
 // dropped, and a read-only directory came back writable.
 func TestE2EModes(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	src := t.TempDir()

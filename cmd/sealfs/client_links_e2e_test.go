@@ -14,6 +14,7 @@ import (
 // lie outside the tree is a plain file. Before, every name became a
 // separate copy both ways (three times the bytes uploaded here).
 func TestE2EHardLinks(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "pw")
 	src := filepath.Join(t.TempDir(), "t") // put -r into / makes /t every time

@@ -325,6 +325,7 @@ func fileSum(t *testing.T, p string) [32]byte {
 }
 
 func TestE2ERoundTrip(t *testing.T) {
+	t.Parallel()
 	s := startServer(t)
 	d := initAccount(t, s, "alice", "correct horse")
 	work := t.TempDir()
