@@ -173,6 +173,18 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	defer cancel()
 	gen := n.fsys.gen()
 	f, err := n.fsys.v.OpenFile(c, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
+	if errno(err) == syscall.ENOENT {
+		// Removed or replaced by another client (a save by rename
+		// over it) after the kernel looked the name up: ESTALE makes
+		// it look the name up again and retry the open once, which
+		// finds what the name leads to now. ENOENT told the
+		// application that a file which had only been replaced did
+		// not exist.
+		n.mu.Lock()
+		n.nlink, n.goneElsewhere = 0, true
+		n.mu.Unlock()
+		return nil, syscall.ESTALE
+	}
 	if err != nil {
 		return nil, n.fsys.fail("open", n.path(), err)
 	}

@@ -489,3 +489,48 @@ func TestMountForceUnmount(t *testing.T) {
 	}
 	m.cmd = nil
 }
+
+// TestMountOpenAfterRemoteReplace opens, on a mount, a name that another
+// client has just replaced by renaming a new file over it, as editors and
+// git (refs, packed-refs) save. The open must find the old file or the new
+// one (changes elsewhere show within seconds, not at once), never fail: it
+// failed with ENOENT for up to a second after each replace (the kernel still held the old inode for the name, which no
+// longer exists on the server), and git on the mount reported "your
+// current branch does not have any commits yet" while another client ran
+// git gc. ESTALE makes the kernel look the name up again.
+func TestMountOpenAfterRemoteReplace(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	if err := os.WriteFile(a.path("f"), []byte("version 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B sees f", func() bool {
+		_, err := os.ReadFile(b.path("f"))
+		return err == nil
+	})
+	for try := 1; try <= 4; try++ {
+		// B knows the name's current inode, and keeps no state of the
+		// file after a second...
+		if _, err := os.ReadFile(b.path("f")); err != nil {
+			t.Fatalf("try %d: reading before the replace: %v", try, err)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		// ...when A replaces it; B learns of that within a second or so.
+		if err := os.WriteFile(a.path("tmp"), []byte(fmt.Sprintf("version %d\n", try)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(a.path("tmp"), a.path("f")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(b.path("f"))
+		if err != nil {
+			t.Fatalf("try %d: opening a name another client just replaced: %v, want the old or the new file", try, err)
+		}
+		var k int
+		if _, err := fmt.Sscanf(string(got), "version %d\n", &k); err != nil || k > try {
+			t.Fatalf("try %d: read %q, want one of the versions so far", try, got)
+		}
+	}
+}
