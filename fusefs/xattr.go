@@ -157,7 +157,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 			n.mu.Unlock()
 			return 0
 		}
-		if !remote.IsVersionMismatch(err) || attempt >= 4 {
+		if !remote.IsVersionMismatch(err) || !raceBackoff(ctx, attempt) {
 			return n.fsys.fail(op, n.path(), err)
 		}
 		cur, serr := n.fsys.v.Stat(ctx, n.id)
