@@ -166,11 +166,13 @@ func (n *node) patch(change func(*crypto.Attr)) syscall.Errno {
 // (6-13 % of concurrent chmods and setxattrs from two mounts failed with
 // EIO that way). It reports false once the attempts are used up.
 func raceBackoff(ctx context.Context, attempt int) bool {
-	const attempts = 12
+	const attempts = 16
 	if attempt >= attempts-1 {
 		return false
 	}
-	d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(attempt, 6)))
+	// Up to 5 ms at first (about a round trip and a half), doubling to
+	// at most 320 ms: at most about 3.5 s in all.
+	d := time.Duration(rand.Int64N(int64(5*time.Millisecond) << min(attempt, 6)))
 	select {
 	case <-ctx.Done():
 		return false

@@ -611,6 +611,6 @@ func TestMountConcurrentMetadata(t *testing.T) {
 	}
 	wg.Wait()
 	if len(failures) > 0 {
-		t.Errorf("%d of 160 concurrent chmods and setxattrs failed, first: %v", len(failures), failures[0])
+		t.Errorf("%d of 160 concurrent chmods and setxattrs failed, first: %v\nA's log:\n%s\nB's log:\n%s", len(failures), failures[0], a.log, b.log)
 	}
 }
