@@ -180,9 +180,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 		// finds what the name leads to now. ENOENT told the
 		// application that a file which had only been replaced did
 		// not exist.
-		n.mu.Lock()
-		n.nlink, n.goneElsewhere = 0, true
-		n.mu.Unlock()
+		n.goneOnServer()
 		return nil, syscall.ESTALE
 	}
 	if err != nil {

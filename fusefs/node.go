@@ -155,6 +155,14 @@ func (n *node) absorb(vn *vault.Node) {
 	n.fetched = time.Now()
 }
 
+// goneOnServer records that the server no longer has the inode although
+// the kernel still had a name for it: another client removed it.
+func (n *node) goneOnServer() {
+	n.mu.Lock()
+	n.nlink, n.goneElsewhere, n.fetched = 0, true, time.Now()
+	n.mu.Unlock()
+}
+
 // rememberHome records the directory and name the node is under now, if
 // the kernel still knows one.
 func (n *node) rememberHome() {
@@ -268,11 +276,7 @@ func (n *node) refresh() syscall.Errno {
 		if errno(err) == syscall.ENOENT {
 			// Gone on the server (removed by another client): what the
 			// kernel still holds is all that is left of it.
-			n.mu.Lock()
-			n.nlink = 0
-			n.goneElsewhere = true
-			n.fetched = time.Now()
-			n.mu.Unlock()
+			n.goneOnServer()
 			return 0
 		}
 		return n.fsys.fail("stat", n.path(), err)

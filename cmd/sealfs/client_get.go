@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -279,8 +278,7 @@ func linkLocal(first, local string) error {
 	case err != nil:
 		return os.Link(first, local)
 	}
-	base := filepath.Base(local)
-	tmp := filepath.Join(filepath.Dir(local), "."+base[:min(len(base), 200)]+".sealfs-link-"+rand.Text()[:8])
+	tmp := filepath.Join(filepath.Dir(local), linkTempName(filepath.Base(local)))
 	if err := os.Link(first, tmp); err != nil {
 		return err
 	}

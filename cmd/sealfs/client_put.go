@@ -373,7 +373,7 @@ func (p *putter) link(ctx context.Context, f putFile) error {
 	case existing.IsDir():
 		return errors.New("exists and is a directory")
 	}
-	tmp := "." + name[:min(len(name), 200)] + ".sealfs-link-" + rand.Text()[:8]
+	tmp := linkTempName(name)
 	n, err := p.s.v.Link(ctx, d.node.ID, tmp, target.ID)
 	if err != nil {
 		return err
@@ -399,6 +399,12 @@ func unchanged(src *os.File, before fs.FileInfo) error {
 			before.Size(), now.Size(), before.ModTime().Format(time.RFC3339Nano), now.ModTime().Format(time.RFC3339Nano))
 	}
 	return nil
+}
+
+// linkTempName is a hidden, random name beside name under which a hard
+// link is made before it is renamed over name, locally or remotely.
+func linkTempName(name string) string {
+	return "." + name[:min(len(name), 200)] + ".sealfs-link-" + rand.Text()[:8]
 }
 
 // record notes that name in d is now n.

@@ -213,6 +213,27 @@ func loginDevice(t *testing.T, s *testServer, user, password string) *device {
 	return d
 }
 
+// twoMounts starts a server and mounts one account on it twice, as two
+// devices would.
+func twoMounts(t *testing.T) (*testServer, *testMount, *testMount) {
+	t.Helper()
+	requireFUSE(t)
+	s := startServer(t)
+	return s, mountAccount(t, initAccount(t, s, "alice", "pw")), mountAccount(t, loginDevice(t, s, "alice", "pw"))
+}
+
+// writeSeen writes a file through mount a and waits until mount b sees it.
+func writeSeen(t *testing.T, a, b *testMount, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(a.path(name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the other mount sees "+name, func() bool {
+		got, err := os.ReadFile(b.path(name))
+		return err == nil && string(got) == content
+	})
+}
+
 // eventually polls cond for up to 5 seconds.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -224,10 +245,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestMountTwoClients(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
-	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	_, a, b := twoMounts(t)
 
 	os.WriteFile(a.path("shared.txt"), []byte("from A\n"), 0o644)
 	os.Mkdir(a.path("dir"), 0o755)
@@ -452,10 +470,7 @@ func TestMountRollback(t *testing.T) {
 // mounts worked on one directory, which buried real warnings and cried
 // wolf about the server.
 func TestMountNoFalseRollback(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
-	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	_, a, b := twoMounts(t)
 	const files = 4
 	for i := range files {
 		if err := os.WriteFile(a.path(fmt.Sprintf("f%d", i)), []byte("0"), 0o644); err != nil {
@@ -502,10 +517,7 @@ func TestMountNoFalseRollback(t *testing.T) {
 // another client replaced, whether A's tree still has the name or it has
 // another file under it by now.
 func TestMountEditOfRemovedFile(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
-	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
+	_, a, b := twoMounts(t)
 	os.Mkdir(a.path("d"), 0o755)
 	names := []string{"soon", "late"}
 	var files []*os.File
@@ -576,17 +588,8 @@ func TestMountEditOfRemovedFile(t *testing.T) {
 // few immediate retries 6-13 % failed with EIO, although changes of
 // metadata never conflict.
 func TestMountConcurrentMetadata(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
-	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
-	if err := os.WriteFile(a.path("f"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "B sees f", func() bool {
-		_, err := os.Stat(b.path("f"))
-		return err == nil
-	})
+	_, a, b := twoMounts(t)
+	writeSeen(t, a, b, "f", "x")
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []error

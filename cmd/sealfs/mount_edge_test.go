@@ -499,17 +499,8 @@ func TestMountForceUnmount(t *testing.T) {
 // current branch does not have any commits yet" while another client ran
 // git gc. ESTALE makes the kernel look the name up again.
 func TestMountOpenAfterRemoteReplace(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	a := mountAccount(t, initAccount(t, s, "alice", "pw"))
-	b := mountAccount(t, loginDevice(t, s, "alice", "pw"))
-	if err := os.WriteFile(a.path("f"), []byte("version 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "B sees f", func() bool {
-		_, err := os.ReadFile(b.path("f"))
-		return err == nil
-	})
+	_, a, b := twoMounts(t)
+	writeSeen(t, a, b, "f", "version 0\n")
 	for try := 1; try <= 4; try++ {
 		// B knows the name's current inode, and keeps no state of the
 		// file after a second...
