@@ -154,23 +154,44 @@ func (n *node) settleCancelled() {
 	}
 }
 
-// Readdirent returns the next entry; offsets are positions in the listing.
+// dots is how many entries a listing starts with: "." and "..", which
+// POSIX readdir returns and tools such as find and ls -f count on.
+const dots = 2
+
+// Readdirent returns the next entry; an offset is the position in the
+// listing after the entry, counting the two dot entries first.
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.pos >= len(d.entries) {
+	switch {
+	case d.pos == 0:
+		d.pos++
+		return &fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: d.n.StableAttr().Ino, Off: 1}, 0
+	case d.pos == 1:
+		d.pos++
+		return &fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: d.n.parentIno(), Off: 2}, 0
+	case d.pos-dots >= len(d.entries):
 		return nil, 0
 	}
-	e := d.entries[d.pos]
+	e := d.entries[d.pos-dots]
 	d.pos++
 	return &fuse.DirEntry{Name: e.Name, Mode: typeMode(e.Type), Ino: ino(e.ID), Off: uint64(d.pos)}, 0
+}
+
+// parentIno is the inode number of the directory's parent as the kernel
+// knows it; the root is its own parent.
+func (n *node) parentIno() uint64 {
+	if _, p := n.Parent(); p != nil {
+		return p.StableAttr().Ino
+	}
+	return n.StableAttr().Ino
 }
 
 // Seekdir moves to an offset Readdirent handed out.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.pos = int(min(off, uint64(len(d.entries))))
+	d.pos = int(min(off, uint64(len(d.entries)+dots)))
 	return 0
 }
 
@@ -178,7 +199,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	d.mu.Lock()
 	var vn *vault.Node
-	for i := d.pos - 1; i >= 0 && i < len(d.entries); i-- {
+	for i := d.pos - 1 - dots; i >= 0 && i < len(d.entries); i-- {
 		if d.entries[i].Name == name {
 			vn = d.entries[i]
 			break
