@@ -475,9 +475,10 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		"file", pn.childPath(name), "copy", pn.childPath(cname))
 	n.discard(st, cur)
 	if cur == nil {
-		n.mu.Lock()
-		n.nlink = 0
-		n.mu.Unlock()
+		// Gone on the server for good: what the descriptors still write
+		// becomes another copy at its commit, never dropped as an
+		// unlink here would drop it.
+		n.goneOnServer()
 	}
 	go n.NotifyContent(0, 0)
 	return 0

@@ -617,3 +617,55 @@ func TestMountConcurrentMetadata(t *testing.T) {
 		t.Errorf("%d of 160 concurrent chmods and setxattrs failed, first: %v\nA's log:\n%s\nB's log:\n%s", len(failures), failures[0], a.log, b.log)
 	}
 }
+
+// TestMountWritesAfterRemovedElsewhere goes on writing to a file after its
+// fsync found it removed by another client (and kept the edit as a copy):
+// the later writes are kept as another copy at close, not dropped as if
+// this mount had unlinked the file.
+func TestMountWritesAfterRemovedElsewhere(t *testing.T) {
+	_, a, b := twoMounts(t)
+	const orig = "0123456789abcdef\n"
+	if err := os.WriteFile(a.path("f"), []byte(orig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(a.path("f"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("AAAA"), 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B sees the file", func() bool { _, err := os.Stat(b.path("f")); return err == nil })
+	if err := os.Remove(b.path("f")); err != nil {
+		t.Fatal(err)
+	}
+	// Right away, before A hears of the removal from the change feed.
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync after another client removed the file: %v, want success (the edit kept as a copy)", err)
+	}
+	if _, err := f.WriteAt([]byte("BBBB"), 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("close: %v, want success (the later edit kept as a copy too)", err)
+	}
+	var seen []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("B's root: %q\nA's log:\n%s", seen, a.log)
+		}
+	})
+	eventually(t, "B sees both edits kept as conflict copies", func() bool {
+		entries, _ := os.ReadDir(b.path())
+		seen = seen[:0]
+		first, second := false, false
+		for _, e := range entries {
+			got, _ := os.ReadFile(b.path(e.Name()))
+			seen = append(seen, e.Name()+"="+string(got))
+			first = first || string(got) == "AAAA456789abcdef\n"
+			second = second || strings.Contains(string(got), "BBBB")
+		}
+		return first && second
+	})
+}
