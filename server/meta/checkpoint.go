@@ -20,8 +20,9 @@ import (
 // checkpointer asks for a RESTART, which waits for the readers of the old
 // WAL to finish so that the next write starts it over. New writes wait
 // while it does, so it waits at most restartWait (its connection's
-// busy_timeout) and is tried at most once per restartEvery: a long reader
-// (a scrub, a big listing) delays the restart, never the writes for long.
+// busy_timeout) and is tried at most once per restartEvery (more often once
+// the WAL is twice as long): a long reader (a scrub, a big listing) delays
+// the restart, never the writes for long.
 type checkpointer struct {
 	db   *sql.DB
 	kick chan struct{}
@@ -76,11 +77,23 @@ func (c *checkpointer) run() {
 		// Errors are left for the next commit's checkpoint to retry: until
 		// then the WAL only grows, and every transaction in it is durable.
 		frames, err := c.checkpoint("PASSIVE")
-		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartEvery {
+		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartInterval(frames) {
 			lastRestart = time.Now()
 			c.checkpoint("RESTART")
 		}
 	}
+}
+
+// restartInterval is how long after the last restart attempt the next may
+// come, for a WAL of frames: once it is twice the threshold, the restarts
+// that failed (a reader held on for longer than restartWait, as happens on
+// a machine short of CPU) are retried four times as often, so that the file
+// stays bounded at some cost to the writes' latency.
+func restartInterval(frames int64) time.Duration {
+	if frames > 2*restartFrames {
+		return restartEvery / 4
+	}
+	return restartEvery
 }
 
 // checkpoint runs one checkpoint of the given mode and returns how many
