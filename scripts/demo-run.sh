@@ -29,7 +29,9 @@ cleanup() {
   rm -rf "$work"
   echo "everything stopped and removed"
 }
-trap cleanup EXIT INT TERM
+# Ctrl-C is how the demo is meant to end: after a clean stop it exits 0.
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
 
 mkdir -p "$data" "$mnt"
 head -c 18 /dev/urandom | base64 >"$work/password"
