@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 )
 
 // clientConfig is what a device remembers about its account. It holds
@@ -52,21 +53,62 @@ func loadConfig() (*clientConfig, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	cfg, err := loadConfigIn(dir)
+	return cfg, dir, err
+}
+
+// loadConfigIn reads the configuration kept in dir.
+func loadConfigIn(dir string) (*clientConfig, error) {
 	b, err := os.ReadFile(filepath.Join(dir, configFileName))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, dir, errNotSetUp
+		return nil, errNotSetUp
 	}
 	if err != nil {
-		return nil, dir, fmt.Errorf("reading the configuration: %w", err)
+		return nil, fmt.Errorf("reading the configuration: %w", err)
 	}
 	cfg := new(clientConfig)
 	if err := json.Unmarshal(b, cfg); err != nil {
-		return nil, dir, fmt.Errorf("the configuration %s is damaged (%v): fix it, or remove it and run 'sealfs login' again", filepath.Join(dir, configFileName), err)
+		return nil, fmt.Errorf("the configuration %s is damaged (%v): fix it, or remove it and run 'sealfs login' again", filepath.Join(dir, configFileName), err)
 	}
 	if cfg.Server == "" || cfg.User == "" {
-		return nil, dir, errNotSetUp
+		return nil, errNotSetUp
 	}
-	return cfg, dir, nil
+	return cfg, nil
+}
+
+// tokenSaver saves the session token a long-running command (a mount, a
+// big put) renewed by logging in again, for the device's next commands.
+// The configuration may have changed since the command read it: a
+// logout must stay a logout, and a login as someone else or a token
+// another command renewed must not be overwritten with this process's
+// view. So the new token is written only over the token this process
+// last knew, for the same server and user.
+type tokenSaver struct {
+	mu    sync.Mutex
+	dir   string
+	cfg   *clientConfig // the configuration the command started with
+	known string        // the token this process last saw saved
+}
+
+// save records tok, valid until exp, if the saved configuration still
+// holds the token this process replaced. It reports whether it did.
+func (t *tokenSaver) save(tok string, exp int64) (bool, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	prev := t.known
+	t.known = tok
+	disk, err := loadConfigIn(t.dir)
+	if err != nil {
+		if errors.Is(err, errNotSetUp) {
+			return false, nil // removed or reset: nothing to renew
+		}
+		return false, err
+	}
+	if disk.Server != t.cfg.Server || disk.User != t.cfg.User || disk.Token == "" || disk.Token != prev {
+		return false, nil
+	}
+	disk.Token, disk.TokenExpires = tok, exp
+	return true, saveConfig(t.dir, disk)
 }
 
 // saveConfig writes the configuration atomically, readable by its owner

@@ -163,9 +163,9 @@ func openSessionWith(ctx context.Context, passwordFile string, o sessionOptions)
 		return nil, err
 	}
 	c.SetToken(cfg.Token)
+	saver := &tokenSaver{dir: dir, cfg: cfg, known: cfg.Token}
 	c.OnTokenChange(func(tok string, exp int64) {
-		cfg.Token, cfg.TokenExpires = tok, exp
-		if err := saveConfig(dir, cfg); err != nil {
+		if _, err := saver.save(tok, exp); err != nil {
 			fmt.Fprintf(os.Stderr, "sealfs: warning: could not save the renewed session: %v\n", err)
 		}
 	})

@@ -525,3 +525,25 @@ func TestMountOpenAfterRemoteReplace(t *testing.T) {
 		}
 	}
 }
+
+// TestMountLogoutStays logs the device out while its mount runs. The
+// logout revokes the session the mount shares, so the mount logs in again
+// with the password it holds and goes on working; that must not log the
+// device's other commands back in by writing its new token over the
+// logout.
+func TestMountLogoutStays(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	if err := os.WriteFile(m.path("before"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.ok("logout")
+	if err := os.WriteFile(m.path("after"), []byte("2"), 0o644); err != nil {
+		t.Fatalf("the mount after a logout on its device: %v", err)
+	}
+	d.fails(1, "logged out on this device", "ls", "/")
+	m.unmount()
+	d.fails(1, "logged out on this device", "ls", "/")
+}
