@@ -53,13 +53,15 @@ func (n *node) commitLocked(why string) syscall.Errno {
 		n.mu.Unlock()
 		return 0
 	}
-	if n.pending == nil && n.version == 0 && n.nlink == 0 {
-		// Created here and unlinked before it reached the server: there
-		// is nothing to store it under. POSIX drops the data with the
-		// last descriptor, and until then the descriptors still open
-		// read what was written (a temporary file made with open and
-		// unlink, as tmpfile(3) does), whatever fsync or the close of
-		// a duplicate asked.
+	if n.pending == nil && n.nlink == 0 && !n.goneElsewhere {
+		// Unlinked here (also one created here and unlinked before it
+		// reached the server): there is nothing to store it under, and
+		// no commit that failed before the unlink (a full quota) is to
+		// be retried. POSIX drops the data with the last descriptor,
+		// and until then the descriptors still open read what was
+		// written (a temporary file made with open and unlink, as
+		// tmpfile(3) does), whatever fsync or the close of a duplicate
+		// asked.
 		open := st.opens > 0
 		n.mu.Unlock()
 		if !open {

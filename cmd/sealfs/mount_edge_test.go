@@ -547,3 +547,41 @@ func TestMountLogoutStays(t *testing.T) {
 	m.unmount()
 	d.fails(1, "logged out on this device", "ls", "/")
 }
+
+// TestMountUnlinkAfterQuotaFailure removes a file whose commit failed on a
+// full quota. The unlink drops its data, as POSIX drops an unlinked file's
+// data: nothing is left to retry, and the unmount ends cleanly instead of
+// reporting the file as not stored.
+func TestMountUnlinkAfterQuotaFailure(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := newDevice(t, s, "pw")
+	d.ok("init", s.url(), "--user", "bob", "--invite", s.admin("invite", "bob", "--quota", "20M"),
+		"--fingerprint", s.admin("fingerprint"), "--kdf-time", "1", "--kdf-memory-kib", "8192")
+	m := mountAccount(t, d)
+	src := filepath.Join(t.TempDir(), "src")
+	kept := writeRandom(t, src, 8<<20)
+	if err := exec.Command("cp", src, m.path("kept")).Run(); err != nil {
+		t.Fatal(err)
+	}
+	// As the hunt found it: dd's chunks fail on the quota while it writes.
+	writeRandom(t, src, 16<<20)
+	out, err := exec.Command("dd", "if="+src, "of="+m.path("big"), "bs=1M", "conv=fsync").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "quota exceeded") {
+		t.Errorf("dd over the quota: %v, %s; want a failure on the quota", err, out)
+	}
+	if err := os.Remove(m.path("big")); err != nil {
+		t.Fatal(err)
+	}
+	m.unmount() // fails the test when the mount exits non-zero
+	if strings.Contains(m.log.String(), "could not store") {
+		t.Errorf("the unlinked file was still to be stored at unmount:\n%s", m.log)
+	}
+	m.start()
+	if got, err := os.ReadFile(m.path("kept")); err != nil || !bytes.Equal(got, kept) {
+		t.Errorf("the file stored before: %v, %d bytes", err, len(got))
+	}
+	if _, err := os.Stat(m.path("big")); !os.IsNotExist(err) {
+		t.Errorf("the removed file: %v, want ENOENT", err)
+	}
+}
