@@ -227,7 +227,7 @@ func explain(err error, cfg *clientConfig) error {
 	case remote.IsUnauthorized(err):
 		return fmt.Errorf("the session of %s is no longer valid: run 'sealfs login %s --user %s'", who, cfg.Server, cfg.User)
 	case remote.IsCode(err, wire.CodeQuotaExceeded):
-		return fmt.Errorf("%v: the account's storage quota is exhausted; remove files or ask the operator for more", err)
+		return fmt.Errorf("%v: the account's storage quota is exhausted; ask the operator for more (what removed files held counts until the server collects it as garbage, 24 hours after the removal by default)", err)
 	case remote.IsCode(err, wire.CodeInsufficientStorage):
 		return fmt.Errorf("%v: the server's disk is full; ask its operator", err)
 	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
