@@ -69,6 +69,7 @@ type Client struct {
 	token   string
 	user    string
 	authKey []byte
+	refused error // the server's refusal of authKey; no login is tried again
 	onToken func(token string, expiresAt int64)
 	relogMu sync.Mutex // serialises re-logins so one expiry causes one login
 }
@@ -230,7 +231,7 @@ func (c *Client) Token() string {
 // held in memory only.
 func (c *Client) SetCredentials(user string, authKey []byte) {
 	c.mu.Lock()
-	c.user, c.authKey = user, authKey
+	c.user, c.authKey, c.refused = user, authKey, nil
 	c.mu.Unlock()
 }
 
@@ -257,9 +258,22 @@ func (c *Client) relogin(ctx context.Context, stale string) error {
 		return nil
 	}
 	c.mu.Lock()
-	user, key := c.user, c.authKey
+	user, key, refused := c.user, c.authKey, c.refused
 	c.mu.Unlock()
+	if refused != nil {
+		return refused
+	}
 	_, err := c.Login(ctx, user, key)
+	if IsBadCredentials(err) {
+		// The password was changed (sealfs passwd on another device):
+		// the key will never work again, and every further attempt
+		// would count against the account's failed logins, which
+		// throttle the logins of all its devices.
+		err = fmt.Errorf("%w; the password was probably changed on another device: start again with the new one", err)
+		c.mu.Lock()
+		c.refused = err
+		c.mu.Unlock()
+	}
 	return err
 }
 

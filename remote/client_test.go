@@ -180,13 +180,14 @@ func TestRetriedBodyResent(t *testing.T) {
 }
 
 func TestRelogin(t *testing.T) {
-	var logins atomic.Int32
+	var logins, refused atomic.Int32
 	ts := tlsServer(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/login":
 			var req wire.LoginRequest
 			json.NewDecoder(r.Body).Decode(&req)
 			if string(req.AuthKey) != "key" {
+				refused.Add(1)
 				writeErr(w, wire.CodeBadCredentials)
 				return
 			}
@@ -218,6 +219,20 @@ func TestRelogin(t *testing.T) {
 	c.SetCredentials("alice", []byte("bad"))
 	if _, err := c.Account(context.Background()); !IsBadCredentials(err) {
 		t.Fatalf("re-login with a wrong key: %v", err)
+	}
+	// A key the server refused (the password changed elsewhere) is not
+	// tried again: failed logins throttle every device of the account.
+	for range 3 {
+		if _, err := c.Account(context.Background()); !IsBadCredentials(err) || !strings.Contains(err.Error(), "changed on another device") {
+			t.Fatalf("after the refusal: %v", err)
+		}
+	}
+	if n := refused.Load(); n != 1 {
+		t.Fatalf("%d logins with the refused key, want 1", n)
+	}
+	c.SetCredentials("alice", []byte("key"))
+	if _, err := c.Account(context.Background()); err != nil {
+		t.Fatalf("with the new key: %v", err)
 	}
 }
 
