@@ -84,10 +84,10 @@ func loadConfigIn(dir string) (*clientConfig, error) {
 // view. So the new token is written only over the token this process
 // last knew, for the same server and user.
 type tokenSaver struct {
-	mu    sync.Mutex
-	dir   string
-	cfg   *clientConfig // the configuration the command started with
-	known string        // the token this process last saw saved
+	mu           sync.Mutex
+	dir          string
+	server, user string // whose session it is
+	known        string // the token this process last saw saved
 }
 
 // save records tok, valid until exp, if the saved configuration still
@@ -104,7 +104,7 @@ func (t *tokenSaver) save(tok string, exp int64) (bool, error) {
 		}
 		return false, err
 	}
-	if disk.Server != t.cfg.Server || disk.User != t.cfg.User || disk.Token == "" || disk.Token != prev {
+	if disk.Server != t.server || disk.User != t.user || disk.Token == "" || disk.Token != prev {
 		return false, nil
 	}
 	disk.Token, disk.TokenExpires = tok, exp

@@ -26,8 +26,7 @@ func TestTokenSaverKeepsOtherChanges(t *testing.T) {
 			if err := saveConfig(dir, &disk); err != nil {
 				t.Fatal(err)
 			}
-			cfg := start
-			ts := &tokenSaver{dir: dir, cfg: &cfg, known: cfg.Token}
+			ts := &tokenSaver{dir: dir, server: start.Server, user: start.User, known: start.Token}
 			saved, err := ts.save("t1", 42)
 			if err != nil || saved != tc.saved {
 				t.Fatalf("save: %v, %v; want %v", saved, err, tc.saved)
@@ -49,7 +48,7 @@ func TestTokenSaverKeepsOtherChanges(t *testing.T) {
 	dir := t.TempDir()
 	cfg := start
 	saveConfig(dir, &cfg)
-	ts := &tokenSaver{dir: dir, cfg: &cfg, known: cfg.Token}
+	ts := &tokenSaver{dir: dir, server: cfg.Server, user: cfg.User, known: cfg.Token}
 	ts.save("t1", 1)
 	if saved, err := ts.save("t2", 2); !saved || err != nil {
 		t.Fatalf("second renewal: %v, %v", saved, err)

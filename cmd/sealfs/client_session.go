@@ -163,7 +163,7 @@ func openSessionWith(ctx context.Context, passwordFile string, o sessionOptions)
 		return nil, err
 	}
 	c.SetToken(cfg.Token)
-	saver := &tokenSaver{dir: dir, cfg: cfg, known: cfg.Token}
+	saver := &tokenSaver{dir: dir, server: cfg.Server, user: cfg.User, known: cfg.Token}
 	c.OnTokenChange(func(tok string, exp int64) {
 		if _, err := saver.save(tok, exp); err != nil {
 			fmt.Fprintf(os.Stderr, "sealfs: warning: could not save the renewed session: %v\n", err)

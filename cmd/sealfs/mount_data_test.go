@@ -560,26 +560,34 @@ func TestMountEditOfRemovedFile(t *testing.T) {
 	if err := files[1].Close(); err != nil {
 		t.Errorf("close after the mount learned that another client removed the file: %v, want success (the edit kept as a copy)", err)
 	}
-	var seen []string
+	var seen map[string]string
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("B's directory: %q\nA's log:\n%s", seen, a.log)
 		}
 	})
 	eventually(t, "B sees both edits kept as conflict copies", func() bool {
-		entries, _ := os.ReadDir(b.path("d"))
+		seen = contents(b.path("d"))
 		copies := 0
-		seen = seen[:0]
-		for _, e := range entries {
-			got, _ := os.ReadFile(b.path("d", e.Name()))
-			seen = append(seen, e.Name()+"="+string(got))
-			if strings.Contains(e.Name(), ".conflict-") && string(got) == "A's edit content\n" {
+		for name, got := range seen {
+			if strings.Contains(name, ".conflict-") && got == "A's edit content\n" {
 				copies++
 			}
 		}
-		got, _ := os.ReadFile(b.path("d", "late"))
-		return copies == 2 && string(got) == "B's new file\n"
+		return copies == 2 && seen["late"] == "B's new file\n"
 	})
+}
+
+// contents reads every file directly in dir, by name; what cannot be read
+// reads as empty.
+func contents(dir string) map[string]string {
+	entries, _ := os.ReadDir(dir)
+	out := make(map[string]string, len(entries))
+	for _, e := range entries {
+		got, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		out[e.Name()] = string(got)
+	}
+	return out
 }
 
 // TestMountConcurrentMetadata changes the attributes of one file from two
@@ -650,21 +658,18 @@ func TestMountWritesAfterRemovedElsewhere(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Errorf("close: %v, want success (the later edit kept as a copy too)", err)
 	}
-	var seen []string
+	var seen map[string]string
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("B's root: %q\nA's log:\n%s", seen, a.log)
 		}
 	})
 	eventually(t, "B sees both edits kept as conflict copies", func() bool {
-		entries, _ := os.ReadDir(b.path())
-		seen = seen[:0]
+		seen = contents(b.path())
 		first, second := false, false
-		for _, e := range entries {
-			got, _ := os.ReadFile(b.path(e.Name()))
-			seen = append(seen, e.Name()+"="+string(got))
-			first = first || string(got) == "AAAA456789abcdef\n"
-			second = second || strings.Contains(string(got), "BBBB")
+		for _, got := range seen {
+			first = first || got == "AAAA456789abcdef\n"
+			second = second || strings.Contains(got, "BBBB")
 		}
 		return first && second
 	})
