@@ -3,7 +3,9 @@ package crypto
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
+	"time"
 )
 
 // Attr is the part of an inode's attributes the server must not read: its
@@ -20,6 +22,22 @@ type Attr struct {
 	Mtime      int64
 	Ctime      int64
 }
+
+// AttrTime converts t to the nanoseconds an Attr holds. A time that int64
+// nanoseconds cannot hold (before 1677-09-21 or after 2262-04-11) is
+// clamped to the nearest one, as a local file system clamps times to its
+// own range: t.UnixNano would wrap it around to a date centuries away.
+func AttrTime(t time.Time) int64 {
+	switch {
+	case t.Before(minAttrTime):
+		return math.MinInt64
+	case t.After(maxAttrTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+var minAttrTime, maxAttrTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
 // attrSize is the encoded size of Attr.
 const attrSize = 4*4 + 8*5

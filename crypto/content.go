@@ -45,6 +45,10 @@ func (l Layout) Check() error {
 // ChunkSize is the plaintext size of a full chunk.
 func (l Layout) ChunkSize() int { return int(l.BlockSize) * int(l.ChunkBlocks) }
 
+// MaxFileSize is the size of the largest file a manifest of this layout
+// can describe: MaxManifestChunks full chunks.
+func (l Layout) MaxFileSize() int64 { return int64(MaxManifestChunks) * int64(l.ChunkSize()) }
+
 // MaxSealedChunkSize is the sealed size of a full chunk, the largest body a
 // chunk upload can have.
 func (l Layout) MaxSealedChunkSize() int {

@@ -37,6 +37,9 @@ const (
 	// MaxManifestChunks bounds a file to 2^21 chunks (2 TiB with the default
 	// 1 MiB chunks), keeping a manifest under 100 MiB.
 	MaxManifestChunks = 1 << 21
+	// MaxSealedManifestSize is the size of the sealed manifest of a file
+	// of MaxManifestChunks chunks, the largest a client sends.
+	MaxSealedManifestSize = manifestHeaderSize + manifestEntrySize*MaxManifestChunks + BoxOverhead
 )
 
 // Check reports whether m is internally consistent: a valid layout, exactly

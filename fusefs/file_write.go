@@ -20,6 +20,14 @@ func (n *node) write(st *fileState, data []byte, off int64) (uint32, syscall.Err
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
+	// Past the largest size a manifest describes, a write stores what
+	// fits and then fails with EFBIG, as at a local file system's limit.
+	if limit := st.layout.MaxFileSize(); off > limit-int64(len(data)) {
+		if off >= limit {
+			return 0, syscall.EFBIG
+		}
+		data = data[:limit-off]
+	}
 	cs := st.chunkSize()
 	end := off + int64(len(data))
 	first, lastTouched := int(off/cs), int((end-1)/cs)
@@ -289,6 +297,9 @@ func (n *node) allocate(st *fileState, off, length uint64, mode uint32) syscall.
 	const keepSize = 1
 	switch mode {
 	case 0:
+		if off > uint64(st.layout.MaxFileSize()) || length > uint64(st.layout.MaxFileSize())-off {
+			return syscall.EFBIG
+		}
 		n.opMu.Lock()
 		defer n.opMu.Unlock()
 		n.mu.Lock()

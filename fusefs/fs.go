@@ -205,6 +205,11 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 		EntryTimeout:   &sec,
 		AttrTimeout:    &sec,
 		RootStableAttr: &fs.StableAttr{Ino: 1},
+		// Without it go-fuse shows a mode without permission bits (chmod
+		// 000) as 0644, or 0755 for a directory, and the kernel, which
+		// checks permissions (default_permissions), lets everyone read
+		// what its owner locked.
+		NullPermissions: true,
 	}
 }
 

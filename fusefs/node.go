@@ -328,11 +328,25 @@ func caller(ctx context.Context) (uint32, uint32) {
 	return 0, 0
 }
 
-// newAttr returns the attributes of an inode a caller creates.
-func newAttr(ctx context.Context, typ int, perm uint32) crypto.Attr {
+// newAttr returns the attributes of an inode a caller creates in n. In a
+// set-group-ID directory the new inode takes the directory's group, and a
+// new directory the bit too, as on a local disk: shared project
+// directories rely on it, and under FUSE the kernel leaves it to us. (The
+// kernel has already dropped S_ISGID from perm where the caller may not
+// set it.)
+func (n *node) newAttr(ctx context.Context, typ int, perm uint32) crypto.Attr {
 	uid, gid := caller(ctx)
+	mode := typeMode(typ) | perm&07777
+	n.mu.Lock()
+	if n.attr.Mode&syscall.S_ISGID != 0 {
+		gid = n.attr.GID
+		if typ == wire.TypeDir {
+			mode |= syscall.S_ISGID
+		}
+	}
+	n.mu.Unlock()
 	now := time.Now().UnixNano()
-	return crypto.Attr{Mode: typeMode(typ) | perm&07777, UID: uid, GID: gid, Atime: now, Mtime: now, Ctime: now}
+	return crypto.Attr{Mode: mode, UID: uid, GID: gid, Atime: now, Mtime: now, Ctime: now}
 }
 
 // checkName refuses names a POSIX filesystem of this kind does not take.

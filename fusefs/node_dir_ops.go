@@ -236,7 +236,7 @@ func (n *node) create(ctx context.Context, name string, typ int, mode uint32, ta
 	if e := checkName(name); e != 0 {
 		return nil, e
 	}
-	a := newAttr(ctx, typ, mode)
+	a := n.newAttr(ctx, typ, mode)
 	a.Size = uint64(len(target))
 	c, cancel := n.fsys.ctx()
 	defer cancel()

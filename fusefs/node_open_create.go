@@ -55,7 +55,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, e
 	}
 	id := crypto.NewID()
-	cn := &node{fsys: n.fsys, id: id, typ: wire.TypeFile, attr: newAttr(ctx, wire.TypeFile, mode), nlink: 1,
+	cn := &node{fsys: n.fsys, id: id, typ: wire.TypeFile, attr: n.newAttr(ctx, wire.TypeFile, mode), nlink: 1,
 		fetched: time.Now(), pending: &pendingCreate{dir: n.id, name: name}}
 	st, err := cn.newFile()
 	if err != nil {

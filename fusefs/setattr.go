@@ -42,6 +42,14 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			release(nil, false)
 			return e
 		}
+		if sz > uint64(st.layout.MaxFileSize()) {
+			n.mu.Lock()
+			st.opens--
+			n.mu.Unlock()
+			release(nil, false)
+			n.dropIfIdle()
+			return syscall.EFBIG
+		}
 		n.truncate(st, int64(sz))
 		// The truncate pinned the state (it has changes); the hold can go.
 		n.mu.Lock()
@@ -69,10 +77,10 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			a.GID = g
 		}
 		if t, ok := in.GetATime(); ok {
-			a.Atime = t.UnixNano()
+			a.Atime = crypto.AttrTime(t)
 		}
 		if t, ok := in.GetMTime(); ok {
-			a.Mtime = t.UnixNano()
+			a.Mtime = crypto.AttrTime(t)
 		}
 		a.Ctime = time.Now().UnixNano()
 	}
@@ -209,10 +217,18 @@ func (n *node) killPrivsFor(ctx context.Context, st *fileState) {
 	if c.Gid != n.attr.GID {
 		mode &^= syscall.S_ISGID
 	}
-	if mode != n.attr.Mode {
+	changed := mode != n.attr.Mode
+	if changed {
 		n.attr.Mode = mode
 		n.attr.Ctime = time.Now().UnixNano()
 		st.changed = true
 	}
 	n.mu.Unlock()
+	if changed {
+		// The kernel keeps the mode it cached, set-ID bits and all, for
+		// as long as the attributes are valid (the change feed makes that
+		// long): it must ask again. Only the attributes are dropped
+		// (offset -1), which takes no lock the write holds.
+		n.NotifyContent(-1, 0)
+	}
 }

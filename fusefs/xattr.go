@@ -86,7 +86,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 // Setxattr implements setxattr(2) with XATTR_CREATE and XATTR_REPLACE.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if strings.HasPrefix(attr, "system.") {
+	if !storedNamespace(attr) {
 		return syscall.EOPNOTSUPP
 	}
 	value := append([]byte{}, data...)
@@ -103,8 +103,16 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	})
 }
 
-// Removexattr implements removexattr(2).
+// Removexattr implements removexattr(2). Removing a POSIX ACL succeeds:
+// none is ever stored, and tools that strip ACLs (setfacl -b, a copy
+// that resets them) expect success where a local disk has none either.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	switch {
+	case attr == "system.posix_acl_access", attr == "system.posix_acl_default":
+		return 0
+	case !storedNamespace(attr):
+		return syscall.EOPNOTSUPP
+	}
 	return n.changeXattrs("removexattr", func(x map[string][]byte) syscall.Errno {
 		if _, ok := x[attr]; !ok {
 			return syscall.ENODATA
@@ -112,6 +120,19 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		delete(x, attr)
 		return 0
 	})
+}
+
+// storedNamespace reports whether attr is in a namespace the mount
+// stores: user, trusted (the kernel lets only CAP_SYS_ADMIN reach it) and
+// security. The system namespace (POSIX ACLs) is not, and names outside
+// any namespace are refused as a local file system refuses them.
+func storedNamespace(attr string) bool {
+	for _, ns := range []string{"user.", "trusted.", "security."} {
+		if strings.HasPrefix(attr, ns) && len(attr) > len(ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // changeXattrs applies change to the inode's attribute set and stores the

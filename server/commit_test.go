@@ -7,6 +7,7 @@ import (
 	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote/wire"
 	"github.com/sealfs/sealfs/server"
+	"github.com/sealfs/sealfs/server/meta"
 )
 
 func TestCommit(t *testing.T) {
@@ -194,4 +195,15 @@ func TestSmall(t *testing.T) {
 	hdr, body = smallHdr(h, 1, randomContent(100), "framed")
 	post(smallBody(hdr, body)).want(t, 201, nil)
 	c.lookup(dir, c.a.index(dir, "framed")).want(t, 200, nil)
+}
+
+// TestManifestLimitFitsFormat checks that the server stores the manifest of
+// the largest file the format describes, sealed by the client and again at
+// rest: with 32 MiB it refused files of over 682 GiB that the mount had
+// accepted, and the mount could only keep their data in memory.
+func TestManifestLimitFitsFormat(t *testing.T) {
+	if need := crypto.MaxSealedManifestSize + crypto.AtRestOverhead; meta.MaxManifestSize < need {
+		t.Fatalf("meta.MaxManifestSize %d < %d, the manifest of a file of %d chunks sealed at rest",
+			meta.MaxManifestSize, need, crypto.MaxManifestChunks)
+	}
 }

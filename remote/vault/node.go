@@ -110,7 +110,7 @@ func newAttr(typ int, perm fs.FileMode, mtime time.Time) crypto.Attr {
 	now := time.Now().UnixNano()
 	mt := now
 	if !mtime.IsZero() {
-		mt = mtime.UnixNano()
+		mt = crypto.AttrTime(mtime)
 	}
 	return crypto.Attr{
 		Mode: unixMode(typ, perm),

@@ -21,8 +21,11 @@ const (
 	// symlink targets, which are small by nature.
 	MaxSealedSize = 8 << 10
 	// MaxManifestSize bounds a file's manifest, which grows with its chunk
-	// count (about 16 MiB covers a file of a million chunks).
-	MaxManifestSize = 32 << 20
+	// count by 48 bytes a chunk: the 96 MiB of a file of the format's
+	// 2^21 chunks (2 TiB in 1 MiB chunks), sealed once by the client and
+	// once at rest. (It was 32 MiB, which refused files over 682 GiB that
+	// the client had accepted.)
+	MaxManifestSize = 100 << 20
 	// MaxXattrsSize bounds an inode's sealed extended attribute set: the
 	// 64 KiB a Linux attribute value may hold, plus names and sealing.
 	MaxXattrsSize = 80 << 10

@@ -1,0 +1,60 @@
+package fusefs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/sealfs/sealfs/remote/wire"
+)
+
+// Calls that tools make and that map onto what the mount already does.
+// Without them go-fuse answers EOPNOTSUPP, which a local disk never does
+// for these.
+
+var (
+	_ fs.NodeMknoder    = (*node)(nil)
+	_ fs.FileFsyncdirer = (*dirHandle)(nil)
+	_ fs.FileLseeker    = (*handle)(nil)
+)
+
+// Mknod creates a regular file, as mknod(2) with S_IFREG does (GNU tar
+// --xattrs creates every file that carries extended attributes so, and
+// the kernel turns creat(2) into it where a file system has no atomic
+// open). Nothing opens it, so it is created on the server at once, empty.
+// Devices, FIFOs and sockets are not stored: EOPNOTSUPP.
+func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if t := mode & syscall.S_IFMT; t != 0 && t != syscall.S_IFREG {
+		return nil, syscall.EOPNOTSUPP
+	}
+	return n.create(ctx, name, wire.TypeFile, mode, "", out)
+}
+
+// Fsyncdir succeeds at once: every change to a directory (create, rename,
+// unlink, mkdir…) is stored on the server before it returns, so there is
+// nothing left to make durable. A file created here and not yet closed is
+// stored by its own first close or fsync (docs/semantics.md).
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+
+// Lseek implements SEEK_DATA and SEEK_HOLE (the kernel answers the other
+// kinds itself). The whole file counts as data, one hole sits at its end,
+// and an offset at or past the end is ENXIO, as on a local disk.
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	const seekData, seekHole = 3, 4
+	h.n.mu.Lock()
+	size := uint64(h.st.size)
+	h.n.mu.Unlock()
+	switch whence {
+	case seekData, seekHole:
+		if off >= size {
+			return 0, syscall.ENXIO
+		}
+		if whence == seekHole {
+			return size, 0
+		}
+		return off, 0
+	}
+	return 0, syscall.EINVAL
+}
