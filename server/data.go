@@ -163,6 +163,9 @@ func (s *Server) writeChunk(ctx context.Context, a meta.Account, ref crypto.Chun
 			return nil, err
 		}
 	}
+	if s.cfg.SpaceLeft != nil && !s.cfg.SpaceLeft() {
+		return nil, errf(wire.CodeInsufficientStorage, "the server's disk is full (what is left is kept for removing files)")
+	}
 	if a.QuotaBytes > 0 && a.UsedBytes+int64(len(body)) > a.QuotaBytes {
 		return nil, errf(wire.CodeQuotaExceeded, "the account's quota of %d bytes would be exceeded", a.QuotaBytes)
 	}

@@ -57,6 +57,13 @@ type Config struct {
 	// of keeping those of up to InlineChunkMax bytes in the metadata
 	// database. Tests use it to exercise blobs with small chunks.
 	NoInline bool
+	// SpaceLeft, when not nil, reports whether the disk holding the
+	// stores has room for new chunks beyond a reserve kept for metadata;
+	// when it has not, chunk uploads fail with 507 insufficient_storage.
+	// Without a reserve, uploads fill the disk to the last byte, and the
+	// transactions that delete files, the only way to free space, fail
+	// too; nor does the server start again.
+	SpaceLeft func() bool
 }
 
 // Server serves the sealfs API. Create it with New; it is an http.Handler.

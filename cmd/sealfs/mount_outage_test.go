@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,6 +92,84 @@ func TestMountServerDiskFull(t *testing.T) {
 	m = mountAccount(t, m.d)
 	want["after.bin"] = pattern(2 << 20)
 	for name, want := range want {
+		if got, err := os.ReadFile(m.path(name)); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s after a cold remount: %d bytes, %v", name, len(got), err)
+		}
+	}
+}
+
+// TestMountDiskFilledByUploads fills the server's disk through the mount.
+// Uploads stop at the reserve the server keeps (--min-free, by default 5 %
+// of a small disk), so what frees space still works: without it every
+// unlink failed with ENOSPC (the delete's transaction had no room either)
+// and a restart of the server failed, so nothing could ever be freed.
+func TestMountDiskFilledByUploads(t *testing.T) {
+	requireFUSE(t)
+	disk := t.TempDir()
+	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size=32m"); err != nil {
+		t.Fatalf("a small tmpfs for the server's disk (needs root, as CI has): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(disk, "data"), addr: freeAddr(t), metrics: freeAddr(t),
+		args: []string{"--gc-grace", "1s", "--gc-interval", "1s"}}
+	s.start()
+	t.Cleanup(s.stop)
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	kept := pattern(1<<20 + 7)
+	if err := os.WriteFile(m.path("kept.bin"), kept, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(m.path("fill"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Small files, which the server keeps in its database, from writers
+	// in parallel: they filled the disk to the last byte, where the
+	// deletes' transactions found no room.
+	var wg sync.WaitGroup
+	var fails sync.Map
+	for w := range 4 {
+		wg.Go(func() {
+			for i := range 1000 {
+				err := os.WriteFile(m.path("fill", fmt.Sprintf("%d-%d", w, i)), pattern(48<<10), 0o644)
+				if err != nil {
+					fails.Store(w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	full := 0
+	fails.Range(func(_, err any) bool {
+		if !errors.Is(err.(error), syscall.ENOSPC) {
+			t.Fatalf("filling: %v", err)
+		}
+		full++
+		return true
+	})
+	if full == 0 {
+		t.Fatal("187 MiB went onto a 32 MiB disk")
+	}
+	if err := os.RemoveAll(m.path("fill")); err != nil {
+		t.Fatalf("removing files from a full server: %v", err)
+	}
+	s.stop()
+	s.start() // used to fail: no room to rewrite its files at start-up
+	// The removed chunks go after the grace period; then there is room.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := os.WriteFile(m.path("after.bin"), pattern(4<<20), 0o644)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EIO) || time.Now().After(deadline) {
+			t.Fatalf("writing after removing files: %v", err)
+		}
+		os.Remove(m.path("after.bin"))
+		time.Sleep(500 * time.Millisecond)
+	}
+	m.remountCold()
+	for name, want := range map[string][]byte{"kept.bin": kept, "after.bin": pattern(4 << 20)} {
 		if got, err := os.ReadFile(m.path(name)); err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%s after a cold remount: %d bytes, %v", name, len(got), err)
 		}

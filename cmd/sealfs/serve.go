@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/sealfs/sealfs/remote/netbatch"
 	"github.com/sealfs/sealfs/server"
@@ -152,6 +154,34 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, durable bool) (
 	return d.Sync()
 }
 
+// spaceReserve returns the server's test of free space on the data
+// directory's disk: true while more than the reserve (flag, or by default
+// 5% of the disk and at most 256 MiB) is free to unprivileged writers.
+// Deleting files, metadata transactions and a restart need some room; a
+// reserve of 0 turns the test off.
+func spaceReserve(dir, flag string) (func() bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return nil, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	reserve := min(int64(st.Blocks)*st.Bsize/20, 256<<20)
+	if flag != "" {
+		v, err := parseSize(flag)
+		if err != nil {
+			return nil, usagef("--min-free: %v", err)
+		}
+		reserve = v
+	}
+	if reserve == 0 {
+		return nil, nil
+	}
+	return func() bool {
+		var st unix.Statfs_t
+		// A failed statfs must not stop uploads that would work.
+		return unix.Statfs(dir, &st) != nil || int64(st.Bavail)*st.Bsize > reserve
+	}, nil
+}
+
 func runServe(args []string) error {
 	fl := newFlags("serve", "--data DIR [--keyring F] [--listen HOST:PORT] [--hostname NAME]... [--tls-cert F --tls-key F | --acme-domain NAME] [--metrics-listen HOST:PORT]")
 	data := fl.String("data", "", "data directory (created if missing)")
@@ -164,6 +194,7 @@ func runServe(args []string) error {
 	metricsListen := fl.String("metrics-listen", "", "address to serve Prometheus metrics on (plain HTTP; keep it private)")
 	verbose := fl.BoolP("verbose", "v", false, "log every request")
 	gcGrace := fl.Duration("gc-grace", 24*time.Hour, "how long a chunk must have been unreferenced before it is collected")
+	minFree := fl.String("min-free", "", "free space on the data directory's disk kept for metadata: uploads fail below it (default 5% of the disk, at most 256MiB; 0: none)")
 	gcInterval := fl.Duration("gc-interval", 5*time.Minute, "how often garbage is collected")
 	fl.MarkHidden("gc-interval")
 	cpuprofile := addProfileFlag(fl)
@@ -195,6 +226,10 @@ func runServe(args []string) error {
 		return err
 	}
 	defer st.Close()
+	spaceLeft, err := spaceReserve(*data, *minFree)
+	if err != nil {
+		return err
+	}
 	secret, err := serverSecret(*data)
 	if err != nil {
 		return err
@@ -208,7 +243,7 @@ func runServe(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := server.New(st.meta, st.atrest, server.Config{Secret: secret, Logger: log, Metrics: server.NewMetrics(reg, st.meta), GCGrace: *gcGrace, GCInterval: *gcInterval,
-		SessionStamp: filepath.Join(*data, server.SessionStampName)})
+		SessionStamp: filepath.Join(*data, server.SessionStampName), SpaceLeft: spaceLeft})
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -319,8 +354,14 @@ func serverTLS(log *slog.Logger, data, listen string, hostnames []string, certFi
 	if err != nil {
 		return nil, nil, "", err
 	}
-	if err := writeFileAtomic(filepath.Join(data, servingFile), []byte(abs+"\n"), 0o600, true); err != nil {
-		return nil, nil, "", err
+	// Written only when it changes: a restart on a full disk (the first
+	// thing an operator tries) must not fail for want of room to rewrite
+	// what is already there.
+	record := []byte(abs + "\n")
+	if old, err := os.ReadFile(filepath.Join(data, servingFile)); err != nil || !bytes.Equal(old, record) {
+		if err := writeFileAtomic(filepath.Join(data, servingFile), record, 0o600, true); err != nil {
+			return nil, nil, "", err
+		}
 	}
 	r, err := tlscert.NewReloader(certFile, keyFile)
 	if err != nil {
