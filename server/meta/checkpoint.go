@@ -3,6 +3,7 @@ package meta
 import (
 	"context"
 	"database/sql"
+	"strconv"
 	"time"
 )
 
@@ -20,9 +21,9 @@ import (
 // checkpointer asks for a RESTART, which waits for the readers of the old
 // WAL to finish so that the next write starts it over. New writes wait
 // while it does, so it waits at most restartWait (its connection's
-// busy_timeout) and is tried at most once per restartEvery (more often once
-// the WAL is twice as long): a long reader (a scrub, a big listing) delays
-// the restart, never the writes for long.
+// busy_timeout) and is tried at most once per restartEvery (after one that
+// failed, more often and waiting up to restartWaitLong): a long reader (a
+// scrub, a big listing) delays the restart, never the writes for long.
 type checkpointer struct {
 	db   *sql.DB
 	kick chan struct{}
@@ -39,7 +40,9 @@ const (
 	// checkpoint also restarts the WAL.
 	restartFrames = 8192
 	restartWait   = 100 * time.Millisecond
-	restartEvery  = time.Second
+	// restartWaitLong is restartWait after a restart that failed.
+	restartWaitLong = time.Second
+	restartEvery    = time.Second
 )
 
 func startCheckpointer(db *sql.DB) *checkpointer {
@@ -62,6 +65,7 @@ func (c *checkpointer) run() {
 	t := time.NewTimer(0)
 	<-t.C
 	var lastRestart time.Time
+	failed := false // the last restart found readers it could not wait for
 	for {
 		select {
 		case <-c.stop:
@@ -77,23 +81,52 @@ func (c *checkpointer) run() {
 		// Errors are left for the next commit's checkpoint to retry: until
 		// then the WAL only grows, and every transaction in it is durable.
 		frames, err := c.checkpoint("PASSIVE")
-		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartInterval(frames) {
+		if err == nil && frames > restartFrames && time.Since(lastRestart) >= restartInterval(failed) {
 			lastRestart = time.Now()
-			c.checkpoint("RESTART")
+			failed = !c.restart(failed)
 		}
 	}
 }
 
 // restartInterval is how long after the last restart attempt the next may
-// come, for a WAL of frames: once it is twice the threshold, the restarts
-// that failed (a reader held on for longer than restartWait, as happens on
-// a machine short of CPU) are retried four times as often, so that the file
-// stays bounded at some cost to the writes' latency.
-func restartInterval(frames int64) time.Duration {
-	if frames > 2*restartFrames {
+// come. A restart that failed (a reader held on for longer than it waited,
+// as happens on a machine short of CPU: beside two CPU hogs the WAL reached
+// 76 MB) is tried again four times as soon, waiting restartWaitLong for
+// the readers, so that the file stays bounded at some cost to the writes'
+// latency.
+func restartInterval(failed bool) time.Duration {
+	if failed {
 		return restartEvery / 4
 	}
 	return restartEvery
+}
+
+// restart checkpoints the WAL and starts it over, waiting for the readers
+// of the old WAL up to restartWait, or restartWaitLong when long is set;
+// new writes wait meanwhile. It reports whether the WAL was restarted.
+func (c *checkpointer) restart(long bool) bool {
+	ctx := context.Background()
+	conn, err := c.db.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	wait := func(d time.Duration) error {
+		// PRAGMA takes no parameters; the value is a constant.
+		_, err := conn.ExecContext(ctx, "PRAGMA busy_timeout = "+strconv.FormatInt(d.Milliseconds(), 10))
+		return err
+	}
+	if long {
+		if wait(restartWaitLong) != nil {
+			return false
+		}
+		defer wait(restartWait)
+	}
+	var busy, frames, done int64
+	if err := conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &done); err != nil {
+		return false
+	}
+	return busy == 0
 }
 
 // checkpoint runs one checkpoint of the given mode and returns how many
