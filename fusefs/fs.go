@@ -97,6 +97,11 @@ type FS struct {
 	root *node
 	stop chan struct{}
 
+	// unreachable is when an operation last failed for want of an
+	// answer from the server (UnixNano; 0: none since it answered). See
+	// outage.go.
+	unreachable atomic.Int64
+
 	// See coherence.go.
 	nodesMu       sync.Mutex
 	nodes         map[crypto.ID]*node // the inodes the kernel knows, by ID
@@ -213,14 +218,6 @@ func (f *FS) MountOptions(allowOther bool) *fs.Options {
 	}
 }
 
-// ctx returns the context of one operation on the server. It ignores the
-// caller's interrupts on purpose: a commit that close(2) waits for must
-// not be abandoned half-way because the process got a signal, and
-// interrupted reads would only be retried by the kernel.
-func (f *FS) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), f.timeout)
-}
-
 // ino derives a stable inode number from a 128-bit inode ID. The root is 1;
 // 0 and 1 are never produced for other inodes.
 func ino(id crypto.ID) uint64 {
@@ -285,6 +282,7 @@ func errno(err error) syscall.Errno {
 func (f *FS) fail(op, path string, err error) syscall.Errno {
 	e := errno(err)
 	if e == syscall.EIO {
+		f.noteUnreachable(err)
 		f.logError(op, path, err)
 	}
 	return e

@@ -54,6 +54,9 @@ func (f *FS) poll(stopped context.Context, cursor int64, me wire.HexID) int64 {
 		ctx, cancel := context.WithTimeout(stopped, f.timeout)
 		ch, err := f.v.Client().Changes(ctx, cursor, 0)
 		cancel()
+		if err == nil {
+			f.reachable()
+		}
 		switch {
 		case err != nil && stopped.Err() != nil:
 			return cursor

@@ -176,6 +176,51 @@ func TestMountDiskFilledByUploads(t *testing.T) {
 	}
 }
 
+// TestMountOutageSerializedOps stops the server and makes four directories
+// in one directory at once. The kernel runs such creations one after
+// another (each holds the directory's lock), so each used to wait the full
+// --timeout in turn: the fourth failed after 4 × --timeout. Once one has
+// given up, the others wait only briefly. When the server answers again,
+// the mount works.
+func TestMountOutageSerializedOps(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	const timeout = 5 * time.Second
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"), "--timeout", timeout.String())
+	if err := os.Mkdir(m.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.cmd.Process.Signal(syscall.SIGCONT) })
+	start := time.Now()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var last time.Duration
+	for i := range 4 {
+		wg.Go(func() {
+			err := os.Mkdir(m.path("d", fmt.Sprint("new", i)), 0o755)
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("mkdir during the outage: %v, want EIO", err)
+			}
+			mu.Lock()
+			last = max(last, time.Since(start))
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	t.Logf("the last of four mkdirs failed after %v", last.Round(time.Millisecond))
+	// --timeout, then about 2 s each; before, 4 × --timeout (20 s).
+	if limit := timeout + 3*2*time.Second + 3*time.Second; last > limit {
+		t.Errorf("the last of four mkdirs failed after %v, want at most %v", last.Round(time.Millisecond), limit)
+	}
+	s.cmd.Process.Signal(syscall.SIGCONT)
+	if err := os.Mkdir(m.path("d", "after"), 0o755); err != nil {
+		t.Fatalf("mkdir once the server answers again: %v", err)
+	}
+}
+
 // TestMountOutageBoundsClose stops the server (SIGSTOP: connections hang,
 // nothing answers) in the middle of a large write. Writes fail once the
 // write buffer is full, and the close that follows must fail within about
