@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/sealfs/sealfs/remote/wire"
 )
@@ -42,19 +43,16 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno { 
 // kinds itself). The whole file counts as data, one hole sits at its end,
 // and an offset at or past the end is ENXIO, as on a local disk.
 func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	const seekData, seekHole = 3, 4
 	h.n.mu.Lock()
 	size := uint64(h.st.size)
 	h.n.mu.Unlock()
-	switch whence {
-	case seekData, seekHole:
-		if off >= size {
-			return 0, syscall.ENXIO
-		}
-		if whence == seekHole {
-			return size, 0
-		}
-		return off, 0
+	switch {
+	case whence != unix.SEEK_DATA && whence != unix.SEEK_HOLE:
+		return 0, syscall.EINVAL
+	case off >= size:
+		return 0, syscall.ENXIO
+	case whence == unix.SEEK_HOLE:
+		return size, 0
 	}
-	return 0, syscall.EINVAL
+	return off, 0
 }

@@ -297,7 +297,7 @@ func (n *node) allocate(st *fileState, off, length uint64, mode uint32) syscall.
 	const keepSize = 1
 	switch mode {
 	case 0:
-		if off > uint64(st.layout.MaxFileSize()) || length > uint64(st.layout.MaxFileSize())-off {
+		if limit := uint64(st.layout.MaxFileSize()); off > limit || length > limit-off {
 			return syscall.EFBIG
 		}
 		n.opMu.Lock()

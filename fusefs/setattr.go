@@ -42,20 +42,19 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			release(nil, false)
 			return e
 		}
-		if sz > uint64(st.layout.MaxFileSize()) {
-			n.mu.Lock()
-			st.opens--
-			n.mu.Unlock()
-			release(nil, false)
-			n.dropIfIdle()
-			return syscall.EFBIG
+		tooLarge := sz > uint64(st.layout.MaxFileSize())
+		if !tooLarge {
+			n.truncate(st, int64(sz))
 		}
-		n.truncate(st, int64(sz))
 		// The truncate pinned the state (it has changes); the hold can go.
 		n.mu.Lock()
 		st.opens--
 		n.mu.Unlock()
 		release(nil, false)
+		if tooLarge {
+			n.dropIfIdle()
+			return syscall.EFBIG
+		}
 		sized = true
 	}
 	// With HANDLE_KILLPRIV_V2 the kernel leaves clearing set-user-ID and

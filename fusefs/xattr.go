@@ -122,12 +122,14 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	})
 }
 
+var storedNamespaces = []string{"user.", "trusted.", "security."}
+
 // storedNamespace reports whether attr is in a namespace the mount
 // stores: user, trusted (the kernel lets only CAP_SYS_ADMIN reach it) and
 // security. The system namespace (POSIX ACLs) is not, and names outside
 // any namespace are refused as a local file system refuses them.
 func storedNamespace(attr string) bool {
-	for _, ns := range []string{"user.", "trusted.", "security."} {
+	for _, ns := range storedNamespaces {
 		if strings.HasPrefix(attr, ns) && len(attr) > len(ns) {
 			return true
 		}

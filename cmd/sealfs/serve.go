@@ -357,9 +357,9 @@ func serverTLS(log *slog.Logger, data, listen string, hostnames []string, certFi
 	// Written only when it changes: a restart on a full disk (the first
 	// thing an operator tries) must not fail for want of room to rewrite
 	// what is already there.
-	record := []byte(abs + "\n")
-	if old, err := os.ReadFile(filepath.Join(data, servingFile)); err != nil || !bytes.Equal(old, record) {
-		if err := writeFileAtomic(filepath.Join(data, servingFile), record, 0o600, true); err != nil {
+	record, recordPath := []byte(abs+"\n"), filepath.Join(data, servingFile)
+	if old, err := os.ReadFile(recordPath); err != nil || !bytes.Equal(old, record) {
+		if err := writeFileAtomic(recordPath, record, 0o600, true); err != nil {
 			return nil, nil, "", err
 		}
 	}
