@@ -156,7 +156,8 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode, durable bool) (
 
 // spaceReserve returns the server's test of free space on the data
 // directory's disk: true while more than the reserve (flag, or by default
-// 5% of the disk and at most 256 MiB) is free to unprivileged writers.
+// 5% of the disk and at most 256 MiB) is free to unprivileged writers,
+// beyond what the metadata's WAL may still take.
 // Deleting files, metadata transactions and a restart need some room; a
 // reserve of 0 turns the test off.
 func spaceReserve(dir, flag string) (func() bool, error) {
@@ -175,10 +176,23 @@ func spaceReserve(dir, flag string) (func() bool, error) {
 	if reserve == 0 {
 		return nil, nil
 	}
+	wal := filepath.Join(dir, metaFile+"-wal")
 	return func() bool {
 		var st unix.Statfs_t
 		// A failed statfs must not stop uploads that would work.
-		return unix.Statfs(dir, &st) != nil || int64(st.Bavail)*st.Bsize > reserve
+		if unix.Statfs(dir, &st) != nil {
+			return true
+		}
+		// What the WAL holds is written again into the database by the
+		// next checkpoint, which no upload waits for: the file's size
+		// bounds that, and counts as taken. (Without it, small files,
+		// which go into the database, still filled a small disk to its
+		// last byte after uploads stopped at the reserve.)
+		var walSize int64
+		if fi, err := os.Stat(wal); err == nil {
+			walSize = fi.Size()
+		}
+		return int64(st.Bavail)*st.Bsize-walSize > reserve
 	}, nil
 }
 
