@@ -102,6 +102,9 @@ func (n *node) childCreated(version int64) {
 
 // OnForget drops the node from the registry once the kernel forgot it.
 func (n *node) OnForget() {
+	n.mu.Lock()
+	n.forgotten = true
+	n.mu.Unlock()
 	n.fsys.nodesMu.Lock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)

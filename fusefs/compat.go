@@ -33,11 +33,14 @@ func (n *node) Mknod(ctx context.Context, name string, mode, dev uint32, out *fu
 	return n.create(ctx, name, wire.TypeFile, mode, "", out)
 }
 
-// Fsyncdir succeeds at once: every change to a directory (create, rename,
+// Fsyncdir stores the directory's own attribute changes that are still
+// waiting (attrsync.go). Every change to its entries (create, rename,
 // unlink, mkdir…) is stored on the server before it returns, so there is
-// nothing left to make durable. A file created here and not yet closed is
-// stored by its own first close or fsync (docs/semantics.md).
-func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno { return 0 }
+// nothing else left to make durable. A file created here and not yet
+// closed is stored by its own first close or fsync (docs/semantics.md).
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.n.flushAttrs()
+}
 
 // Lseek implements SEEK_DATA and SEEK_HOLE (the kernel answers the other
 // kinds itself). The whole file counts as data, one hole sits at its end,

@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"syscall"
@@ -278,9 +277,30 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 // version the edits are based on.
 func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) {
 	defer n.fsys.changing()()
+	// The commit carries the attribute changes still waiting to be sent
+	// (opMu keeps new ones out until it is done), and none may be on the
+	// wire meanwhile: each is conditional on the version the other makes.
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
 	n.mu.Lock()
 	a, ver, pc := n.attr, n.version, n.pending
 	n.mu.Unlock()
+	vn, err := n.sendAttr(m, small, a, ver, pc)
+	if err == nil {
+		n.mu.Lock()
+		due := len(n.attrDue) > 0
+		n.attrDue = nil
+		n.mu.Unlock()
+		if due {
+			n.fsys.markAttrDue(n, false)
+		}
+	}
+	return vn, err
+}
+
+// sendAttr is send with the attributes a, the version ver and the pending
+// creation pc read.
+func (n *node) sendAttr(m *crypto.Manifest, small *smallChunk, a crypto.Attr, ver int64, pc *pendingCreate) (*vault.Node, error) {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	if pc != nil {
@@ -328,38 +348,6 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 	n.fsys.commits.Add(1)
 }
 
-// renamePending gives a file that is not yet on the server a conflict
-// name, because its name was taken on the server meanwhile; the tree
-// follows, and the kernel forgets the old name, which now belongs to the
-// other client's file.
-func (n *node) renamePending(k int) {
-	n.mu.Lock()
-	pc := n.pending
-	if pc == nil {
-		n.mu.Unlock()
-		return
-	}
-	old := pc.name
-	base := old
-	if k > 0 {
-		base = pc.base
-	}
-	pc.base = base
-	pc.name = conflictName(base, n.fsys.host, time.Now(), k)
-	newName := pc.name
-	n.mu.Unlock()
-	n.fsys.conflicts.Add(1)
-	if name, parent := n.Parent(); parent != nil && name == old {
-		parent.MvChild(old, parent, newName, true)
-		if pn, ok := parent.Operations().(*node); ok {
-			pn.listAdd(newName)
-		}
-		go parent.NotifyEntry(old)
-		n.fsys.log.Warn("conflict: another client created a file of the same name first; this mount's file is kept as a copy",
-			"file", parent.Operations().(*node).childPath(old), "copy", newName)
-	}
-}
-
 // discard drops the file's unsaved changes and, when cur is given, makes
 // the server's current version the base of its state.
 func (n *node) discard(st *fileState, cur *vault.File) {
@@ -372,116 +360,9 @@ func (n *node) discard(st *fileState, cur *vault.File) {
 		st.layout, st.fc = cur.Manifest.Layout, cur.Cipher()
 		st.setManifest(cur.Manifest)
 		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
+		n.reapplyDue()
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.mu.Unlock()
 	n.fsys.markDirty(n, false)
-}
-
-// conflictName names a conflict copy of name, with a counter after the
-// first attempt; it stays within 255 bytes.
-func conflictName(name, host string, now time.Time, k int) string {
-	suffix := ".conflict-" + now.Format("20060102-150405") + "-" + host
-	if k > 0 {
-		suffix += fmt.Sprintf("-%d", k)
-	}
-	if len(suffix) > 200 {
-		suffix = suffix[:200]
-	}
-	if len(name)+len(suffix) > 255 {
-		name = name[:255-len(suffix)]
-	}
-	return name + suffix
-}
-
-// conflict keeps this mount's version m of a file another client replaced
-// (cur) or removed (cur nil): it is written as a new file with a new ID
-// beside the original, so its chunks are sealed again for that ID. The
-// data is then durable, so close(2) succeeds; the log names both files.
-func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) syscall.Errno {
-	defer n.fsys.changing()()
-	name, parent := n.Parent()
-	pn, ok := (*node)(nil), false
-	if parent != nil {
-		pn, ok = parent.Operations().(*node)
-	}
-	if !ok || name == "" {
-		// Removed by another client, and the kernel dropped the name
-		// when told: the copy goes where the file last was.
-		n.mu.Lock()
-		pn, name = n.home, n.homeName
-		n.mu.Unlock()
-		ok = pn != nil
-	}
-	if !ok || name == "" {
-		err := fmt.Errorf("the file changed on the server and this mount knows no directory to keep its own version in")
-		n.noteErr(st, err)
-		return n.fsys.fail("save", n.path(), err)
-	}
-	newID := crypto.NewID()
-	fc, err := n.fsys.v.FileCipher(newID, st.layout)
-	if err != nil {
-		return n.fsys.fail("save", n.path(), err)
-	}
-	cm := &crypto.Manifest{File: newID, Generation: 1, Size: m.Size, Layout: m.Layout, Chunks: make([]crypto.ChunkEntry, len(m.Chunks))}
-	buf := getBuf(sealedBufSize(st.layout))
-	defer putBuf(buf)
-	for i, c := range m.Chunks {
-		if c.IsHole() {
-			continue
-		}
-		j := job{i: i, plain: m.ChunkPlainLen(i), last: m.IsLast(i)}
-		n.mu.Lock()
-		j.dc = st.dirty[i]
-		n.mu.Unlock()
-		j.e = entry{id: c.ID, tag: c.Tag, plain: j.plain, last: j.last, valid: j.plain}
-		ref, sealed, tag, mac, err := n.sealJob(st, newID, fc, j, buf)
-		if err == nil {
-			err = n.put(context.Background(), ref, sealed, mac, true)
-		}
-		if err != nil {
-			n.noteErr(st, err)
-			return n.fsys.fail("save conflict copy", n.path(), err)
-		}
-		cm.Chunks[i] = crypto.ChunkEntry{ID: ref.ID, Tag: tag}
-	}
-	n.mu.Lock()
-	a := n.attr
-	n.mu.Unlock()
-	ctx, cancel := n.fsys.ctx()
-	defer cancel()
-	now := time.Now()
-	var cname string
-	for k := 0; ; k++ {
-		cname = conflictName(name, n.fsys.host, now, k)
-		var vn *vault.Node
-		vn, err = n.fsys.v.CreateCommitted(ctx, pn.id, cname, cm, a)
-		if err == nil {
-			pn.childCreated(vn.ParentVersion)
-		}
-		if errno(err) != syscall.EEXIST || k >= 20 {
-			break
-		}
-	}
-	if err != nil {
-		n.noteErr(st, err)
-		return n.fsys.fail("save conflict copy", n.path(), err)
-	}
-	pn.listAdd(cname)
-	n.fsys.conflicts.Add(1)
-	what := "changed"
-	if cur == nil {
-		what = "removed"
-	}
-	n.fsys.log.Warn("conflict: the file was "+what+" by another client; this mount's version is kept as a copy",
-		"file", pn.childPath(name), "copy", pn.childPath(cname))
-	n.discard(st, cur)
-	if cur == nil {
-		// Gone on the server for good: what the descriptors still write
-		// becomes another copy at its commit, never dropped as an
-		// unlink here would drop it.
-		n.goneOnServer()
-	}
-	go n.NotifyContent(0, 0)
-	return 0
 }

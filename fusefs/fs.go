@@ -63,12 +63,17 @@ type Options struct {
 	// default): a file written for longer than that without close or
 	// fsync would otherwise lose them.
 	WriteBackAge time.Duration
+	// AttrDelay is how long a chmod, chown or utimensat waits before it is
+	// sent, with those that follow it meanwhile (default DefaultAttrDelay;
+	// see attrsync.go).
+	AttrDelay time.Duration
 }
 
 // FS is one mounted account. It is safe for concurrent use.
 type FS struct {
 	// writeBackAge: see Options.WriteBackAge.
 	writeBackAge time.Duration
+	attrDelay    time.Duration
 	v            *vault.Vault
 	chunks       *cache.Chunks
 	budget       *cache.Budget
@@ -86,6 +91,7 @@ type FS struct {
 
 	mu      sync.Mutex
 	dirty   map[*node]struct{} // files with uncommitted data
+	attrDue map[*node]struct{} // inodes with attribute changes not stored yet
 	errs    []string           // recent errors, newest last
 	pending sync.WaitGroup     // background uploads and commits
 
@@ -145,14 +151,17 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
+	if opts.AttrDelay <= 0 {
+		opts.AttrDelay = DefaultAttrDelay
+	}
 	if opts.WriteBackAge <= 0 {
 		opts.WriteBackAge = time.Hour
 	}
 	f := &FS{
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
-		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge,
+		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge, attrDelay: opts.AttrDelay,
 		upSem: make(chan struct{}, opts.Uploads), raSem: semaphore.NewWeighted(raFetchBytes), rd: newReaders(),
-		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{},
+		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{}, attrDue: map[*node]struct{}{},
 		stop: make(chan struct{}), nodes: map[crypto.ID]*node{}, ahead: newListAhead(),
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
@@ -325,22 +334,28 @@ func (f *FS) Stats() Stats {
 }
 
 // markDirty records that n holds data the server does not have yet.
-func (f *FS) markDirty(n *node, dirty bool) {
+func (f *FS) markDirty(n *node, dirty bool) { f.mark(f.dirty, n, dirty) }
+
+// dirtyNodes returns the files with uncommitted data.
+func (f *FS) dirtyNodes() []*node { return f.marked(f.dirty) }
+
+// mark adds n to set or removes it.
+func (f *FS) mark(set map[*node]struct{}, n *node, in bool) {
 	f.mu.Lock()
-	if dirty {
-		f.dirty[n] = struct{}{}
+	if in {
+		set[n] = struct{}{}
 	} else {
-		delete(f.dirty, n)
+		delete(set, n)
 	}
 	f.mu.Unlock()
 }
 
-// dirtyNodes returns the files with uncommitted data.
-func (f *FS) dirtyNodes() []*node {
+// marked returns the nodes in set.
+func (f *FS) marked(set map[*node]struct{}) []*node {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]*node, 0, len(f.dirty))
-	for n := range f.dirty {
+	out := make([]*node, 0, len(set))
+	for n := range set {
 		out = append(out, n)
 	}
 	return out
@@ -368,6 +383,11 @@ func (f *FS) retryLoop() {
 				_ = n.commit("write-back")
 			}
 		}
+		for _, n := range f.attrDueNodes() {
+			if !n.attrFlushScheduled() {
+				_ = n.flushAttrs() // its last flush failed
+			}
+		}
 	}
 }
 
@@ -380,6 +400,11 @@ func (f *FS) Shutdown() error {
 	var failed []string
 	for _, n := range f.dirtyNodes() {
 		if err := n.commit("unmount"); err != 0 {
+			failed = append(failed, n.path())
+		}
+	}
+	for _, n := range f.attrDueNodes() {
+		if err := n.flushAttrs(); err != 0 {
 			failed = append(failed, n.path())
 		}
 	}

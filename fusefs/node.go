@@ -70,6 +70,19 @@ type node struct {
 	// removed it, which unlike an unlink here does not drop what this
 	// mount wrote.
 	goneElsewhere bool
+	// attrDue are chmod, chown and utimensat changes applied to attr
+	// here and not yet sent, attrSending those being sent; both are
+	// applied again to attributes taken from the server meanwhile.
+	// attrScheduled is set while a flush is due (attrsync.go).
+	attrDue, attrSending []attrChange
+	attrScheduled        bool
+	// forgotten is set once the kernel forgot the inode: a later lookup
+	// makes a new node, which takes over its attribute changes.
+	forgotten bool
+	// attrMu orders what carries attributes to the server (a flush of
+	// attrDue, a commit), each conditional on the inode version the
+	// one before it produced. It is taken after opMu, before mu.
+	attrMu sync.Mutex
 
 	pages pageGate // orders pushes into the kernel's page cache (pagecache.go)
 }
@@ -152,6 +165,7 @@ func (n *node) absorb(vn *vault.Node) {
 		return
 	}
 	n.attr, n.version, n.target = vn.Attr, vn.Version, vn.Target
+	n.reapplyDue()
 	n.fetched = time.Now()
 }
 
@@ -296,8 +310,18 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 			return ch
 		}
 	}
+	if ex := n.fsys.byID(vn.ID); ex != nil && ex.typ == vn.Type {
+		// Known under another name (a hard link, or a name another
+		// client gave it): the kernel keeps the inode it has, so the
+		// answer is that node's, with what this mount has not stored
+		// yet, and the node stays the one the change feed finds.
+		ex.absorb(vn)
+		ex.fillEntry(out)
+		return ex.EmbeddedInode()
+	}
 	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
 	cn.absorb(vn)
+	cn.inheritAttrs()
 	cn.fillEntry(out)
 	in := n.NewInode(ctx, cn, fs.StableAttr{Mode: typeMode(vn.Type), Ino: ino(vn.ID)})
 	if got := n.fsys.adopt(in); got != nil && got != cn {

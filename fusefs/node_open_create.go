@@ -122,8 +122,13 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 // per open): it returns once the file's content is committed.
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return h.n.flush("close") }
 
-// Fsync returns once the file's content is committed.
-func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return h.n.flush("fsync") }
+// Fsync returns once the file's content and attributes are stored.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if e := h.n.flush("fsync"); e != 0 {
+		return e
+	}
+	return h.n.flushAttrs()
+}
 
 // Release is the last close of the open file description. It commits
 // what a process left without flushing (killed, or writes through mmap

@@ -20,8 +20,9 @@ const metaBits = fuse.FATTR_MODE | fuse.FATTR_UID | fuse.FATTR_GID | fuse.FATTR_
 
 // Setattr implements chmod, chown, utimensat (nanoseconds kept) and
 // truncate. A file with unsaved changes takes them into its next commit;
-// otherwise they are stored at once. A truncate through a path (no open
-// descriptor) is committed before it returns.
+// otherwise they are sent in the background a moment later (attrsync.go).
+// A truncate through a path (no open descriptor) is committed before it
+// returns.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if n.fsys.ro {
 		return syscall.EROFS
@@ -62,26 +63,35 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	// a truncate by a caller without CAP_FSETID.
 	kill := in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && n.typ == wire.TypeFile
 	meta := in.Valid&metaBits != 0 || kill
+	// The change may be applied again later (attrsync.go), when the
+	// request's buffer holds another request: it takes its values now,
+	// and sets absolute ones, ctime too.
+	now := time.Now()
+	mode, setMode := in.GetMode()
+	uid, setUID := in.GetUID()
+	gid, setGID := in.GetGID()
+	atime, setAtime := in.GetATime()
+	mtime, setMtime := in.GetMTime()
 	change := func(a *crypto.Attr) {
 		if kill {
 			a.Mode = killPrivs(a.Mode)
 		}
-		if m, ok := in.GetMode(); ok {
-			a.Mode = a.Mode&^07777 | m
+		if setMode {
+			a.Mode = a.Mode&^07777 | mode
 		}
-		if u, ok := in.GetUID(); ok {
-			a.UID = u
+		if setUID {
+			a.UID = uid
 		}
-		if g, ok := in.GetGID(); ok {
-			a.GID = g
+		if setGID {
+			a.GID = gid
 		}
-		if t, ok := in.GetATime(); ok {
-			a.Atime = crypto.AttrTime(t)
+		if setAtime {
+			a.Atime = crypto.AttrTime(atime)
 		}
-		if t, ok := in.GetMTime(); ok {
-			a.Mtime = crypto.AttrTime(t)
+		if setMtime {
+			a.Mtime = crypto.AttrTime(mtime)
 		}
-		a.Ctime = time.Now().UnixNano()
+		a.Ctime = now.UnixNano()
 	}
 	n.mu.Lock()
 	st := n.file
@@ -112,12 +122,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	n.mu.Unlock()
 	if meta && !deferred {
-		if e := n.patch(change); e == syscall.ENOENT && opens > 0 {
-			// Removed by another client while open here: the same.
-			n.mu.Lock()
-			change(&n.attr)
-			n.mu.Unlock()
-		} else if e != 0 {
+		if e := n.queueAttr(change); e != 0 {
 			return e
 		}
 	}
@@ -132,37 +137,38 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
-// patch stores changed attributes now, conditional on the inode's version;
-// when another change came first, it is applied on top of that one.
-func (n *node) patch(change func(*crypto.Attr)) syscall.Errno {
+// patch stores the node's attributes now, conditional on the inode's
+// version. When another change came first, change (what this mount
+// changed) is applied on top of that one. It returns the attributes stored.
+func (n *node) patch(change attrChange) (crypto.Attr, syscall.Errno) {
 	defer n.fsys.changing()()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.mu.Lock()
-	a, ver := n.attr, n.version
+	b, ver := n.attr, n.version
 	n.mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		b := a
-		change(&b)
 		vn, err := n.fsys.v.SetAttr(ctx, n.id, b, ver)
 		if err == nil {
 			n.mu.Lock()
 			if n.file == nil || vn.Attr.Generation == n.file.gen {
 				n.attr, n.version = vn.Attr, vn.Version
+				n.reapplyDue()
 				n.fetched = time.Now()
 			}
 			n.nlink = vn.Nlink
 			n.mu.Unlock()
-			return 0
+			return b, 0
 		}
 		if !remote.IsVersionMismatch(err) || !raceBackoff(ctx, attempt) {
-			return n.fsys.fail("setattr", n.path(), err)
+			return b, n.fsys.fail("setattr", n.path(), err)
 		}
 		cur, serr := n.fsys.v.Stat(ctx, n.id)
 		if serr != nil {
-			return n.fsys.fail("setattr", n.path(), serr)
+			return b, n.fsys.fail("setattr", n.path(), serr)
 		}
-		a, ver = cur.Attr, cur.Version
+		b, ver = cur.Attr, cur.Version
+		change(&b)
 	}
 }
 

@@ -154,6 +154,9 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
+	// No attribute change may be on the wire meanwhile (attrsync.go).
+	n.attrMu.Lock()
+	defer n.attrMu.Unlock()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.mu.Lock()
@@ -191,6 +194,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		n.mu.Lock()
 		if n.file == nil {
 			n.attr, n.version = cur.Attr, cur.Version
+			n.reapplyDue()
 		}
 		n.mu.Unlock()
 	}

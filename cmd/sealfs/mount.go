@@ -42,6 +42,7 @@ type mountFlags struct {
 	cpuprofile *string
 	debugFUSE  bool
 	writeBack  time.Duration
+	attrDelay  time.Duration
 }
 
 // daemonEnv marks the re-executed child of mount --daemon; the parent
@@ -63,6 +64,8 @@ func runMount(args []string) error {
 	fl.MarkHidden("debug-fuse")
 	fl.DurationVar(&mf.writeBack, "write-back-age", time.Hour, "commit a file still open once chunks uploaded for it have waited this long (keep it well under the server's --gc-grace)")
 	fl.MarkHidden("write-back-age")
+	fl.DurationVar(&mf.attrDelay, "attr-delay", fusefs.DefaultAttrDelay, "send a chmod, chown or utimensat this long after it, with the ones that follow it meanwhile (fsync and unmount send them at once)")
+	fl.MarkHidden("attr-delay")
 	if err := parseFlags(fl, args); err != nil {
 		return err
 	}
@@ -145,7 +148,7 @@ func mountForeground(dir string, mf *mountFlags) (err error) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	fsys, err := fusefs.New(ctx, fusefs.Options{
 		Vault: s.v, Chunks: chunks, DirtyBytes: writeMem, Timeout: mf.timeout,
-		ReadOnly: mf.readOnly, Log: log, WriteBackAge: mf.writeBack,
+		ReadOnly: mf.readOnly, Log: log, WriteBackAge: mf.writeBack, AttrDelay: mf.attrDelay,
 	})
 	if err != nil {
 		return explain(err, s.cfg)
