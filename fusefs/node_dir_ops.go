@@ -65,6 +65,12 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, 
 		gen = n.fsys.gen()
 		var err error
 		if entries, err = n.fsys.v.ReadDir(c, n.id); err != nil {
+			if errno(err) == syscall.ENOENT && n.typ == wire.TypeDir {
+				// Removed, here or by another client, while a
+				// process still has it (its working directory):
+				// it lists empty, as on a local disk.
+				return &dirHandle{n: n, gen: gen}, 0, 0
+			}
 			return nil, 0, n.fsys.fail("readdir", n.path(), err)
 		}
 	}

@@ -55,6 +55,11 @@ for off in (0, 4999, 5000, 6000):
 os.close(fd)
 tryit("setxattr foo.x:", lambda: os.setxattr("sparse", "foo.x", b"v"))
 tryit("remove ACL that is not there:", lambda: os.removexattr("sparse", "system.posix_acl_access"))
+os.mkdir("gone")
+os.chdir("gone")
+os.rmdir("../gone")
+tryit("list the removed working directory:", lambda: os.listdir("."))
+os.chdir("..")
 EOF
 `
 
@@ -62,7 +67,8 @@ EOF
 // mount answering unlike a local disk (chmod 000 shown as 0644 and letting
 // other users read, set-group-ID directories ignored, a stale set-user-ID
 // bit after another user's write, mknod of a regular file, fsync of a
-// directory and SEEK_HOLE at the end all failing) on both, and compares.
+// directory and SEEK_HOLE at the end all failing, listing a removed working
+// directory) on both, and compares.
 func TestMountLikeLocalDisk(t *testing.T) {
 	requireFUSE(t)
 	for _, tool := range []string{"setpriv", "python3"} {
