@@ -58,6 +58,23 @@ func (n *node) attrFlushScheduled() bool {
 	return n.attrScheduled
 }
 
+// touchCtime moves the inode's ctime, as a local disk does when a link, a
+// rename or the removal of one of its names changes the inode without a
+// setattr; the change goes to the server like a chmod's, with the burst
+// it may belong to (rsync renames right after its chmod).
+func (n *node) touchCtime() {
+	now := time.Now().UnixNano()
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	n.mu.Lock()
+	gone := n.nlink == 0 || n.pending != nil
+	n.mu.Unlock()
+	if gone {
+		return
+	}
+	_ = n.queueAttr(func(a *crypto.Attr) { a.Ctime = now })
+}
+
 // reapplyDue applies the changes not yet stored to attributes just taken
 // from the server, which does not have them yet. n.mu is held.
 func (n *node) reapplyDue() {

@@ -315,6 +315,9 @@ func (n *node) remove(name string, dir bool) syscall.Errno {
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok {
 			cn.dropLink()
+			if !dir {
+				cn.touchCtime() // unless that was its last name
+			}
 		}
 	}
 	return 0
@@ -430,11 +433,16 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		n.listRemove(name)
 	}
 	np.listAdd(newName)
+	src.touchCtime()
+	if mode == wire.RenameExchange {
+		dst.touchCtime()
+	}
 	if mode == wire.RenameReplace && dst != nil && dst.id != src.id {
 		if dst.cancelPending() {
 			dst.settleCancelled()
 		} else {
 			dst.dropLink()
+			dst.touchCtime() // unless that was its last name
 		}
 	}
 	return 0
@@ -477,6 +485,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		tn.version = vn.Version
 	}
 	tn.mu.Unlock()
+	tn.touchCtime()
 	n.listAdd(name)
 	tn.fillEntry(out)
 	return tn.EmbeddedInode(), 0

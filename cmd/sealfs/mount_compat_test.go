@@ -37,7 +37,7 @@ nobody 'echo more >> pub/setuid'
 echo "after nobody's write: $(stat -c %a pub/setuid)"
 
 python3 - <<'EOF'
-import os, stat
+import os, stat, time
 def tryit(what, f):
     try: print(what, f())
     except OSError as e: print(what, "error", os.strerror(e.errno))
@@ -60,6 +60,12 @@ os.chdir("gone")
 os.rmdir("../gone")
 tryit("list the removed working directory:", lambda: os.listdir("."))
 os.chdir("..")
+open("ct", "w").write("x")
+c0 = os.stat("ct").st_ctime_ns
+time.sleep(0.02); os.link("ct", "ct2"); c1 = os.stat("ct").st_ctime_ns
+time.sleep(0.02); os.rename("ct2", "ct3"); c2 = os.stat("ct3").st_ctime_ns
+time.sleep(0.02); os.unlink("ct3"); c3 = os.stat("ct").st_ctime_ns
+print("ctime moves on link, rename, unlink:", c1 > c0, c2 > c1, c3 > c2)
 EOF
 `
 
@@ -68,7 +74,8 @@ EOF
 // other users read, set-group-ID directories ignored, a stale set-user-ID
 // bit after another user's write, mknod of a regular file, fsync of a
 // directory and SEEK_HOLE at the end all failing, listing a removed working
-// directory) on both, and compares.
+// directory, ctime standing still on link, rename and unlink) on both, and
+// compares.
 func TestMountLikeLocalDisk(t *testing.T) {
 	requireFUSE(t)
 	for _, tool := range []string{"setpriv", "python3"} {
