@@ -313,8 +313,12 @@ func TestChunkStorageCheck(t *testing.T) {
 
 // TestWALStaysBounded writes far more than the WAL may hold, with readers
 // busy all the while, and checks that the checkpointer keeps restarting it:
-// without it the WAL passes 130 MB here; with it, it stays near the
+// without it the WAL passes 120 MB here; with it, it stays near the
 // restart threshold (32 MiB) plus what arrives until a restart succeeds.
+// That slack depends on how much CPU the checkpointer gets: 35-39 MB on an
+// idle machine, and up to 72 MB in a clean-clone CI run beside the
+// race-built mount tests on 2 cores, so the limit sits between that and the
+// unbounded growth.
 func TestWALStaysBounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "meta.db")
 	s := openAt(t, path)
@@ -336,10 +340,10 @@ func TestWALStaysBounded(t *testing.T) {
 			}
 		}()
 	}
-	const limit = 64 << 20
+	const limit = 96 << 20
 	var largest int64
 	value := make([]byte, 60<<10)
-	for range 1800 {
+	for range 3000 {
 		// All new bytes: SQLite rewrites only the overflow pages whose
 		// content changed.
 		rand.Read(value)
