@@ -101,8 +101,6 @@ func (n *node) flushAttrs() syscall.Errno {
 
 // flushAttrsLocked is flushAttrs with opMu held.
 func (n *node) flushAttrsLocked() syscall.Errno {
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
 	n.mu.Lock()
 	n.attrScheduled = false
 	if len(n.attrDue) == 0 || n.file != nil && n.file.pinned() {
@@ -117,28 +115,15 @@ func (n *node) flushAttrsLocked() syscall.Errno {
 	n.attrSending, n.attrDue = n.attrDue, nil
 	sending := n.attrSending
 	n.mu.Unlock()
-	sent, e := n.patch(func(a *crypto.Attr) {
+	e := n.patch(func(a *crypto.Attr) {
 		for _, c := range sending {
 			c(a)
 		}
 	})
 	n.mu.Lock()
 	n.attrSending = nil
-	switch {
-	case e == 0:
-		// The request carried every change made here before it was
-		// sent, also those that came after the flush began: those
-		// need not be sent again.
-		x := sent
-		for _, c := range n.attrDue {
-			c(&x)
-		}
-		if x == sent {
-			n.attrDue = nil
-		}
-	case e == syscall.ENOENT:
-	default:
-		n.attrDue = append(sending, n.attrDue...)
+	if e != 0 && e != syscall.ENOENT {
+		n.attrDue = sending // opMu kept new ones out meanwhile
 	}
 	due := len(n.attrDue) > 0
 	n.mu.Unlock()
@@ -167,12 +152,12 @@ func (n *node) inheritAttrs() bool {
 	if old == nil {
 		return false
 	}
-	old.attrMu.Lock() // waits for a flush on the way
+	old.opMu.Lock() // waits for a flush on the way
 	old.mu.Lock()
 	due := old.attrDue
 	old.attrDue = nil
 	old.mu.Unlock()
-	old.attrMu.Unlock()
+	old.opMu.Unlock()
 	old.fsys.markAttrDue(old, false)
 	if len(due) == 0 {
 		return false

@@ -274,33 +274,14 @@ func (n *node) sealJob(st *fileState, file crypto.ID, fc *crypto.FileCipher, j j
 }
 
 // send commits manifest m with the node's attributes, conditional on the
-// version the edits are based on.
+// version the edits are based on. The attributes include the changes still
+// waiting to be sent (attrsync.go): opMu keeps new ones and their flushes
+// out until the commit is done.
 func (n *node) send(m *crypto.Manifest, small *smallChunk) (*vault.Node, error) {
 	defer n.fsys.changing()()
-	// The commit carries the attribute changes still waiting to be sent
-	// (opMu keeps new ones out until it is done), and none may be on the
-	// wire meanwhile: each is conditional on the version the other makes.
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
 	n.mu.Lock()
 	a, ver, pc := n.attr, n.version, n.pending
 	n.mu.Unlock()
-	vn, err := n.sendAttr(m, small, a, ver, pc)
-	if err == nil {
-		n.mu.Lock()
-		due := len(n.attrDue) > 0
-		n.attrDue = nil
-		n.mu.Unlock()
-		if due {
-			n.fsys.markAttrDue(n, false)
-		}
-	}
-	return vn, err
-}
-
-// sendAttr is send with the attributes a, the version ver and the pending
-// creation pc read.
-func (n *node) sendAttr(m *crypto.Manifest, small *smallChunk, a crypto.Attr, ver int64, pc *pendingCreate) (*vault.Node, error) {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	if pc != nil {
@@ -339,12 +320,17 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
+	attrsSent := len(n.attrDue) > 0 // they went with the commit
+	n.attrDue = nil
 	n.maxGen = max(n.maxGen, m.Generation)
 	n.maxVer = max(n.maxVer, vn.Version)
 	n.fetched = time.Now()
 	n.pending = nil
 	n.mu.Unlock()
 	n.fsys.markDirty(n, false)
+	if attrsSent {
+		n.fsys.markAttrDue(n, false)
+	}
 	n.fsys.commits.Add(1)
 }
 

@@ -23,7 +23,10 @@ type node struct {
 	typ  int // wire.TypeFile, TypeDir or TypeSymlink
 
 	// opMu serialises the operations that change a file's content
-	// (write, truncate, commit), so a commit sees one consistent state.
+	// (write, truncate, commit), so a commit sees one consistent state,
+	// and everything that sends its attributes (a commit, a flush of
+	// attrDue, an xattr change): each is conditional on the inode
+	// version the one before it produced.
 	opMu sync.Mutex
 
 	// mu guards everything below, and the open file state.
@@ -79,10 +82,6 @@ type node struct {
 	// forgotten is set once the kernel forgot the inode: a later lookup
 	// makes a new node, which takes over its attribute changes.
 	forgotten bool
-	// attrMu orders what carries attributes to the server (a flush of
-	// attrDue, a commit), each conditional on the inode version the
-	// one before it produced. It is taken after opMu, before mu.
-	attrMu sync.Mutex
 
 	pages pageGate // orders pushes into the kernel's page cache (pagecache.go)
 }

@@ -139,8 +139,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // patch stores the node's attributes now, conditional on the inode's
 // version. When another change came first, change (what this mount
-// changed) is applied on top of that one. It returns the attributes stored.
-func (n *node) patch(change attrChange) (crypto.Attr, syscall.Errno) {
+// changed) is applied on top of that one.
+func (n *node) patch(change attrChange) syscall.Errno {
 	defer n.fsys.changing()()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
@@ -158,14 +158,14 @@ func (n *node) patch(change attrChange) (crypto.Attr, syscall.Errno) {
 			}
 			n.nlink = vn.Nlink
 			n.mu.Unlock()
-			return b, 0
+			return 0
 		}
 		if !remote.IsVersionMismatch(err) || !raceBackoff(ctx, attempt) {
-			return b, n.fsys.fail("setattr", n.path(), err)
+			return n.fsys.fail("setattr", n.path(), err)
 		}
 		cur, serr := n.fsys.v.Stat(ctx, n.id)
 		if serr != nil {
-			return b, n.fsys.fail("setattr", n.path(), serr)
+			return n.fsys.fail("setattr", n.path(), serr)
 		}
 		b, ver = cur.Attr, cur.Version
 		change(&b)

@@ -154,9 +154,6 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	// No attribute change may be on the wire meanwhile (attrsync.go).
-	n.attrMu.Lock()
-	defer n.attrMu.Unlock()
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.mu.Lock()

@@ -79,14 +79,18 @@ func TestMountAttrsInBackground(t *testing.T) {
 	}
 
 	// fsync sends the file's changes, both in one request.
-	f, err := os.Open(m.path("fsynced"))
-	if err != nil {
-		t.Fatal(err)
+	fsync := func(p string) {
+		t.Helper()
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync %s: %v", p, err)
+		}
 	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
+	fsync(m.path("fsynced"))
 	if mode, mtime := stored("/fsynced"); mode != "-rw-------" || mtime != wantTime {
 		t.Fatalf("after fsync the server has %s %s, want -rw------- %s", mode, mtime, wantTime)
 	}
@@ -95,20 +99,13 @@ func TestMountAttrsInBackground(t *testing.T) {
 	}
 
 	// fsync of a directory sends the directory's.
-	dir, err := os.Open(m.path("dir"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := dir.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	dir.Close()
+	fsync(m.path("dir"))
 	if mode, mtime := stored("/dir"); mode != "drwx------" || mtime != wantTime {
 		t.Fatalf("after fsync of the directory the server has %s %s, want drwx------ %s", mode, mtime, wantTime)
 	}
 
 	// The file's next commit carries them.
-	f, err = os.OpenFile(m.path("committed"), os.O_WRONLY|os.O_APPEND, 0)
+	f, err := os.OpenFile(m.path("committed"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

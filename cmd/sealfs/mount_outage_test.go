@@ -16,6 +16,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// serverOnSmallDisk starts a server whose data directory is on a tmpfs of
+// size, so that tests can fill its disk; it returns the tmpfs too.
+func serverOnSmallDisk(t *testing.T, size string, args ...string) (string, *testServer) {
+	t.Helper()
+	disk := t.TempDir()
+	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size="+size); err != nil {
+		t.Fatalf("a small tmpfs for the server's disk (needs root, as CI has): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
+	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(disk, "data"), addr: freeAddr(t), metrics: freeAddr(t), args: args}
+	s.start()
+	t.Cleanup(s.stop)
+	return disk, s
+}
+
 // TestMountServerDiskFull fills the disk under the server. A close whose
 // data the server could not store must fail with ENOSPC, at once rather
 // than after the mount's timeout of retries, for a large file and for a
@@ -23,14 +38,7 @@ import (
 // again the mount stores files without a remount.
 func TestMountServerDiskFull(t *testing.T) {
 	requireFUSE(t)
-	disk := t.TempDir()
-	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size=48m"); err != nil {
-		t.Fatalf("a small tmpfs for the server's disk (needs root, as CI has): %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
-	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(disk, "data"), addr: freeAddr(t), metrics: freeAddr(t)}
-	s.start()
-	t.Cleanup(s.stop)
+	disk, s := serverOnSmallDisk(t, "48m")
 	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
 
 	kept := pattern(3<<20 + 5)
@@ -105,15 +113,7 @@ func TestMountServerDiskFull(t *testing.T) {
 // and a restart of the server failed, so nothing could ever be freed.
 func TestMountDiskFilledByUploads(t *testing.T) {
 	requireFUSE(t)
-	disk := t.TempDir()
-	if err := unix.Mount("tmpfs", disk, "tmpfs", 0, "size=32m"); err != nil {
-		t.Fatalf("a small tmpfs for the server's disk (needs root, as CI has): %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(disk, unix.MNT_DETACH) })
-	s := &testServer{t: t, bin: sealfsBin(t), data: filepath.Join(disk, "data"), addr: freeAddr(t), metrics: freeAddr(t),
-		args: []string{"--gc-grace", "1s", "--gc-interval", "1s"}}
-	s.start()
-	t.Cleanup(s.stop)
+	_, s := serverOnSmallDisk(t, "32m", "--gc-grace", "1s", "--gc-interval", "1s")
 	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
 	kept := pattern(1<<20 + 7)
 	if err := os.WriteFile(m.path("kept.bin"), kept, 0o644); err != nil {
