@@ -39,6 +39,9 @@ func Register(ctx context.Context, c *remote.Client, p RegisterParams) (*Vault, 
 	if err := p.Layout.Check(); err != nil {
 		return nil, nil, err
 	}
+	if p.Layout.PadUnit < MinPadUnit {
+		return nil, nil, fmt.Errorf("a pad unit of %d bytes is below the %d a client accepts", p.Layout.PadUnit, MinPadUnit)
+	}
 	lk, err := crypto.DeriveLoginKeys(p.Password, kdf)
 	if err != nil {
 		return nil, nil, fmt.Errorf("password KDF: %w", err)

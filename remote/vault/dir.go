@@ -54,7 +54,7 @@ func (v *Vault) ReadDir(ctx context.Context, dir crypto.ID) ([]*Node, error) {
 			bad = append(bad, &CorruptError{What: fmt.Sprintf("entry %q", name), Err: errors.New("its index does not match its name")})
 			continue
 		}
-		n, err := v.node(&e.Inode, dir, name, e.Index)
+		n, err := v.node(&e.Inode, id, dir, name, e.Index)
 		if err != nil {
 			bad = append(bad, err)
 			continue
@@ -101,7 +101,7 @@ func (v *Vault) Mkdir(ctx context.Context, dir crypto.ID, name string, perm fs.F
 	if err != nil {
 		return nil, err
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, id, dir, name, idx)
 }
 
 // MkdirAll creates path and any missing parents, like mkdir -p; existing
@@ -153,7 +153,7 @@ func (v *Vault) Symlink(ctx context.Context, dir crypto.ID, name, target string)
 	if err != nil {
 		return nil, err
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, id, dir, name, idx)
 }
 
 // Remove unlinks name from dir, or removes it as an empty directory when

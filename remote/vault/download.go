@@ -65,7 +65,7 @@ func (v *Vault) OpenFile(ctx context.Context, n *Node) (*File, error) {
 	if err != nil {
 		return nil, fsError(err)
 	}
-	fresh, err := v.node(in, n.Parent, n.Name, n.Index)
+	fresh, err := v.node(in, n.ID, n.Parent, n.Name, n.Index)
 	if err != nil {
 		return nil, err
 	}

@@ -28,7 +28,7 @@ func (v *Vault) Stat(ctx context.Context, id crypto.ID) (*Node, error) {
 	if err != nil {
 		return nil, fsError(err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, id, crypto.ID{}, "", wire.Index{})
 }
 
 // CreateInode creates a file (empty and never committed), directory or
@@ -37,6 +37,7 @@ func (v *Vault) Stat(ctx context.Context, id crypto.ID) (*Node, error) {
 // symlink, target is sealed with it.
 func (v *Vault) CreateInode(ctx context.Context, dir crypto.ID, name string, typ int, attr crypto.Attr, target string) (*Node, error) {
 	id := crypto.NewID()
+	attr.Mode = attr.Mode&^syscall.S_IFMT | unixMode(typ, 0)&syscall.S_IFMT // what node checks
 	sealedAttr, err := crypto.SealAttr(v.keys.Attr, id, &attr)
 	if err != nil {
 		return nil, err
@@ -51,7 +52,7 @@ func (v *Vault) CreateInode(ctx context.Context, dir crypto.ID, name string, typ
 	if err != nil {
 		return nil, err
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, id, dir, name, idx)
 }
 
 // Link adds the name name in dir for the existing non-directory target and
@@ -69,7 +70,7 @@ func (v *Vault) Link(ctx context.Context, dir crypto.ID, name string, target cry
 	if err != nil {
 		return nil, fsError(err)
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, target, dir, name, idx)
 }
 
 // SetAttr replaces the sealed attributes of inode id with a, provided the
@@ -85,7 +86,7 @@ func (v *Vault) SetAttr(ctx context.Context, id crypto.ID, a crypto.Attr, ifVers
 	if err != nil {
 		return nil, fsError(err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, id, crypto.ID{}, "", wire.Index{})
 }
 
 // SetXattrs replaces the extended attributes of inode id with x (empty:
@@ -110,7 +111,7 @@ func (v *Vault) SetXattrs(ctx context.Context, id crypto.ID, x map[string][]byte
 		}
 		return nil, fsError(err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, id, crypto.ID{}, "", wire.Index{})
 }
 
 // FileCipher returns the cipher that seals and opens file's chunks in
@@ -161,11 +162,11 @@ func (v *Vault) CommitManifest(ctx context.Context, m *crypto.Manifest, a crypto
 	in, err := v.c.Commit(ctx, m.File, cr)
 	if err != nil {
 		if in2, ok := v.committed(ctx, m.File, err, sealedA); ok {
-			return v.node(in2, crypto.ID{}, "", wire.Index{})
+			return v.node(in2, m.File, crypto.ID{}, "", wire.Index{})
 		}
 		return nil, commitError(err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, m.File, crypto.ID{}, "", wire.Index{})
 }
 
 // CommitSmall commits m, a version of at most one chunk, together with
@@ -179,11 +180,11 @@ func (v *Vault) CommitSmall(ctx context.Context, m *crypto.Manifest, a crypto.At
 	in, err := v.c.PutSmall(ctx, hdr, sealed)
 	if err != nil {
 		if in2, ok := v.committed(ctx, m.File, err, sealedA); ok {
-			return v.node(in2, crypto.ID{}, "", wire.Index{})
+			return v.node(in2, m.File, crypto.ID{}, "", wire.Index{})
 		}
 		return nil, commitError(err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, m.File, crypto.ID{}, "", wire.Index{})
 }
 
 // CreateSmall creates file m.File called name in dir with m, a version of
@@ -218,7 +219,7 @@ func (v *Vault) CreateSmall(ctx context.Context, dir crypto.ID, name string, m *
 	if err != nil {
 		return nil, commitError(err)
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, m.File, dir, name, idx)
 }
 
 // smallHeader builds the header of a small upload of m; the returned body
@@ -252,7 +253,7 @@ func (v *Vault) CreateCommitted(ctx context.Context, dir crypto.ID, name string,
 	if err != nil {
 		return nil, err
 	}
-	return v.node(in, dir, name, idx)
+	return v.node(in, m.File, dir, name, idx)
 }
 
 // committed tells whether a commit that failed with version_mismatch had in

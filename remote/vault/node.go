@@ -135,16 +135,26 @@ func (e *CorruptError) Error() string {
 // Unwrap exposes the crypto error.
 func (e *CorruptError) Unwrap() error { return e.Err }
 
-// node opens an inode reached through parent under name.
-func (v *Vault) node(in *wire.Inode, parent crypto.ID, name string, idx wire.Index) (*Node, error) {
+// node opens inode want, as the server sent it in answer to a request for
+// that inode, reached through parent under name. Everything sealed in it is
+// bound to the inode's ID, so an answer about another inode would open
+// cleanly: the ID the server put in it must be the one asked for. (For an
+// entry of a listing, want is the ID its sealed name opened with.)
+func (v *Vault) node(in *wire.Inode, want crypto.ID, parent crypto.ID, name string, idx wire.Index) (*Node, error) {
 	n := &Node{
 		ID: crypto.ID(in.ID), Type: in.Type, Version: in.Version, Nlink: in.Nlink, Stored: in.Stored,
 		Parent: parent, Name: name, Index: idx, sealedAttr: in.Attr, ParentVersion: in.ParentVersion,
+	}
+	if n.ID != want {
+		return nil, &CorruptError{What: "inode " + describe(name, want), Err: fmt.Errorf("the server answered with inode %s", n.ID)}
 	}
 	switch in.Type {
 	case wire.TypeFile, wire.TypeDir, wire.TypeSymlink:
 	default:
 		return nil, &CorruptError{What: "inode " + n.ID.String(), Err: fmt.Errorf("unknown type %d", in.Type)}
+	}
+	if n.ID.IsZero() && in.Type != wire.TypeDir {
+		return nil, &CorruptError{What: "root directory", Err: fmt.Errorf("the server says it is of type %d", in.Type)}
 	}
 	if n.ID.IsZero() && len(in.Attr) == 0 {
 		// The server creates the root at registration and cannot seal
@@ -156,6 +166,12 @@ func (v *Vault) node(in *wire.Inode, parent crypto.ID, name string, idx wire.Ind
 	a, err := crypto.OpenAttr(v.keys.Attr, n.ID, in.Attr)
 	if err != nil {
 		return nil, &CorruptError{What: "attributes of " + describe(name, n.ID), Err: err}
+	}
+	// The type travels in plain text beside the sealed attributes, whose
+	// mode carries it too: a server that changed it would show a directory
+	// as an empty file, or a file as an empty directory.
+	if a.Mode&syscall.S_IFMT != unixMode(in.Type, 0)&syscall.S_IFMT {
+		return nil, &CorruptError{What: "attributes of " + describe(name, n.ID), Err: fmt.Errorf("the sealed mode %#o is not of the inode's type %d", a.Mode, in.Type)}
 	}
 	n.Attr = *a
 	if len(in.Xattrs) > 0 {

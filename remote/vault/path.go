@@ -79,7 +79,7 @@ func (v *Vault) Root(ctx context.Context) (*Node, error) {
 	if err != nil {
 		return nil, pathErr("stat", "/", err)
 	}
-	return v.node(in, crypto.ID{}, "", wire.Index{})
+	return v.node(in, crypto.ID{}, crypto.ID{}, "", wire.Index{})
 }
 
 // index is the blind index of name in directory dir.
@@ -109,7 +109,7 @@ func (v *Vault) Lookup(ctx context.Context, dir crypto.ID, name string) (*Node, 
 	if got != name {
 		return nil, &CorruptError{What: fmt.Sprintf("entry %q", name), Err: fmt.Errorf("its sealed name is %q", got)}
 	}
-	return v.node(&e.Inode, dir, name, idx)
+	return v.node(&e.Inode, crypto.ID(e.Inode.ID), dir, name, idx)
 }
 
 // Resolve walks path from the root. Every component but the last must be a

@@ -31,6 +31,11 @@ type testServer struct {
 	putBytes atomic.Int64 // sealed bytes sent by chunk PUTs and small uploads
 	getCount atomic.Int64 // chunk GETs
 	corrupt  atomic.Bool  // flip a byte of every chunk served
+	// redirect, when set, answers a request for the first path with
+	// what the server has under the second: a server lying about which
+	// inode it describes.
+	redirect atomic.Pointer[[2]string]
+	dir      string // the server's files: meta.db, blobs, keyring
 }
 
 func newTestServer(t *testing.T) *testServer {
@@ -52,8 +57,11 @@ func newTestServer(t *testing.T) *testServer {
 	secret := make([]byte, 32)
 	rand.Read(secret)
 	srv := server.New(m, atrest.New(b, kr), server.Config{Secret: secret})
-	f := &testServer{store: m}
+	f := &testServer{store: m, dir: dir}
 	f.ts = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rd := f.redirect.Load(); rd != nil && r.URL.Path == rd[0] {
+			r.URL.Path = rd[1]
+		}
 		switch {
 		case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/chunks/"),
 			r.Method == http.MethodPost && r.URL.Path == "/v1/small":

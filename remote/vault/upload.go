@@ -115,7 +115,7 @@ func (v *Vault) Upload(ctx context.Context, dir crypto.ID, name string, src io.R
 		return nil, err
 	}
 	u.prog.AddFiles(1)
-	return v.node(in, dir, name, v.index(dir, name))
+	return v.node(in, u.file, dir, name, v.index(dir, name))
 }
 
 // readChunk reads chunk i of the source into p, which has its exact length.

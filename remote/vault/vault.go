@@ -43,11 +43,21 @@ type Vault struct {
 	bufs     sync.Pool // *chunkBuf sized for layout
 }
 
+// MinPadUnit is the smallest padding unit the client writes files with.
+// The server hands the account's layout out at every login, and the format
+// allows any power of two up to the block size; a server that lowered it
+// would see every new file's exact size, so, as with the KDF parameters,
+// the client holds a floor.
+const MinPadUnit = 4 << 10
+
 // New returns the vault of user for an already unwrapped master key; layout
 // is the account's layout, used for new files. Most callers use Unlock.
 func New(c *remote.Client, user string, master []byte, layout crypto.Layout) (*Vault, error) {
 	if err := layout.Check(); err != nil {
 		return nil, fmt.Errorf("the account's layout is not usable: %w", err)
+	}
+	if layout.PadUnit < MinPadUnit {
+		return nil, fmt.Errorf("the server gives the account a layout that pads files to %d bytes, below the %d this client accepts: the server would learn exact file sizes", layout.PadUnit, MinPadUnit)
 	}
 	keys, err := crypto.DeriveKeys(master)
 	if err != nil {
