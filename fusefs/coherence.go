@@ -104,12 +104,24 @@ func (n *node) childCreated(version int64) {
 func (n *node) OnForget() {
 	n.mu.Lock()
 	n.forgotten = true
+	gen := n.maxGen
 	n.mu.Unlock()
 	n.fsys.nodesMu.Lock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
+	if gen > n.fsys.seenGen[n.id] {
+		n.fsys.seenGen[n.id] = gen
+	}
 	n.fsys.nodesMu.Unlock()
+}
+
+// newNode returns a node for an inode the server described, which still
+// refuses any generation older than one this mount saw of it before.
+func (f *FS) newNode(id crypto.ID, typ int) *node {
+	f.nodesMu.Lock()
+	defer f.nodesMu.Unlock()
+	return &node{fsys: f, id: id, typ: typ, maxGen: f.seenGen[id]}
 }
 
 var _ fs.NodeOnForgetter = (*node)(nil)

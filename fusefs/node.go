@@ -137,6 +137,12 @@ const attrTTL = time.Second
 // unsaved state keeps the version and attributes its edits are based on;
 // only the link count is news to it.
 func (n *node) absorb(vn *vault.Node) {
+	if vn.ID != n.id {
+		// The vault checks that an answer is about the inode asked for;
+		// nothing of another inode may land here whatever a caller did.
+		n.fsys.log.Error("the server's answer is about another inode; ignoring it", "path", n.path(), "got", vn.ID)
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if vn.Version < max(n.version, n.maxVer) {
@@ -300,13 +306,14 @@ func (n *node) refresh() syscall.Errno {
 
 // childFor returns the inode for a child the server described, reusing the
 // node the tree already has under that name when it is the same inode, so
-// a file with unsaved writes keeps its state.
-func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *fuse.EntryOut) *fs.Inode {
+// a file with unsaved writes keeps its state. A file the server rolled
+// back to a generation older than one this mount saw is EIO.
+func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if ch := n.GetChild(name); ch != nil {
 		if cn, ok := ch.Operations().(*node); ok && cn.id == vn.ID {
 			cn.absorb(vn)
 			cn.fillEntry(out)
-			return ch
+			return ch, 0
 		}
 	}
 	if ex := n.fsys.byID(vn.ID); ex != nil && ex.typ == vn.Type {
@@ -316,9 +323,16 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		// yet, and the node stays the one the change feed finds.
 		ex.absorb(vn)
 		ex.fillEntry(out)
-		return ex.EmbeddedInode()
+		return ex.EmbeddedInode(), 0
 	}
-	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn := n.fsys.newNode(vn.ID, vn.Type)
+	if vn.Attr.Generation < cn.maxGen {
+		// absorb would keep the newer attributes, but a new node has
+		// none: nothing true can be shown.
+		n.fsys.log.Error("the server returned an older version of the file than this mount has seen (rollback)",
+			"path", n.childPath(name), "seen", cn.maxGen, "returned", vn.Attr.Generation)
+		return nil, syscall.EIO
+	}
 	cn.absorb(vn)
 	cn.inheritAttrs()
 	cn.fillEntry(out)
@@ -327,12 +341,12 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		got.absorb(vn)
 		got.fillEntry(out)
 	}
-	return in
+	return in, 0
 }
 
 // newChild returns the inode for a child this mount just created.
 func (n *node) newChild(ctx context.Context, vn *vault.Node, st *fileState, out *fuse.EntryOut) (*fs.Inode, *node) {
-	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn := n.fsys.newNode(vn.ID, vn.Type)
 	cn.absorb(vn)
 	cn.file = st
 	cn.fillEntry(out)

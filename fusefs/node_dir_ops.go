@@ -35,7 +35,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if err != nil {
 		return nil, n.fsys.fail("lookup", n.childPath(name), err)
 	}
-	in := n.childFor(ctx, name, vn, out)
+	in, errno := n.childFor(ctx, name, vn, out)
+	if errno != 0 {
+		return nil, errno
+	}
 	n.fsys.setEntryTimeouts(out, gen)
 	return in, 0
 }
@@ -215,7 +218,10 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	if vn == nil {
 		return d.n.Lookup(ctx, name, out)
 	}
-	in := d.n.childFor(ctx, name, vn, out)
+	in, errno := d.n.childFor(ctx, name, vn, out)
+	if errno != 0 {
+		return nil, errno
+	}
 	d.n.fsys.setEntryTimeouts(out, d.gen)
 	return in, 0
 }
@@ -344,7 +350,7 @@ func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno
 	if err != nil {
 		return nil, n.fsys.fail("lookup", n.childPath(name), err)
 	}
-	cn := &node{fsys: n.fsys, id: vn.ID, typ: vn.Type}
+	cn := n.fsys.newNode(vn.ID, vn.Type)
 	cn.absorb(vn)
 	return cn, 0
 }

@@ -143,6 +143,16 @@ func TestMountRollback(t *testing.T) {
 	// The mount's stderr reaches m.log through a pipe, maybe after the
 	// read returned.
 	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "rolled the file back") })
+	// The kernel forgets inodes nobody uses (here: told to drop them). The
+	// mount still remembers what it saw of the file, or a server could roll
+	// it back by waiting, or by naming it in the change feed.
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+	got, err = os.ReadFile(m.path("f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading the rolled-back file after the kernel forgot it: %q, %v; want EIO", got, err)
+	}
 }
 
 // TestMountNoFalseRollback rewrites files on one mount while both mounts
