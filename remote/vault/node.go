@@ -146,7 +146,11 @@ func (v *Vault) node(in *wire.Inode, want crypto.ID, parent crypto.ID, name stri
 		Parent: parent, Name: name, Index: idx, sealedAttr: in.Attr, ParentVersion: in.ParentVersion,
 	}
 	if n.ID != want {
-		return nil, &CorruptError{What: "inode " + describe(name, want), Err: fmt.Errorf("the server answered with inode %s", n.ID)}
+		what := describe(name, want)
+		if name != "" {
+			what = "inode of " + what
+		}
+		return nil, &CorruptError{What: what, Err: fmt.Errorf("the server answered with inode %s", n.ID)}
 	}
 	switch in.Type {
 	case wire.TypeFile, wire.TypeDir, wire.TypeSymlink:
