@@ -484,13 +484,23 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	tn.mu.Lock()
 	tn.nlink = vn.Nlink
-	if tn.file == nil || tn.version == vn.Version-1 {
+	next := tn.version == vn.Version-1
+	if next {
 		// The link is the only change since the version the node
 		// holds: adopt the new version, or a later commit would see a
 		// mismatch that is not a conflict.
 		tn.version = vn.Version
 	}
+	stale := !next && tn.file == nil
 	tn.mu.Unlock()
+	if stale {
+		// Another client changed the inode since this mount fetched it:
+		// the answer's attributes are newer than the node's, and the
+		// ctime change below must be sent on top of them, not put back
+		// an older generation and size (which made the file unreadable
+		// for everyone) or mode.
+		tn.absorb(vn)
+	}
 	tn.touchCtime()
 	n.listAdd(name)
 	tn.fillEntry(out)
