@@ -155,6 +155,53 @@ func TestMountRollback(t *testing.T) {
 	}
 }
 
+// TestMountLinkAfterRemoteChange links a file on one mount right after the
+// other mount rewrote it, and again right after it chmodded it. The link's
+// answer carries the newer attributes; the mount used to keep its older ones
+// under the new version and send them back with the link's ctime, so the
+// file's attributes no longer matched its manifest (EIO for every client),
+// or the chmod was undone.
+func TestMountLinkAfterRemoteChange(t *testing.T) {
+	_, a, b := twoMounts(t)
+	if err := os.WriteFile(a.path("f"), []byte("version one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b sees f", func() bool { _, err := os.Stat(b.path("f")); return err == nil })
+	check := func(want string, perm os.FileMode, names ...string) {
+		t.Helper()
+		// Long enough for b to send the link's ctime; each link comes
+		// before the change feed tells b of the change it follows.
+		time.Sleep(time.Second)
+		for _, m := range []*testMount{a, b} {
+			for _, name := range names {
+				got, err := os.ReadFile(m.path(name))
+				if err != nil || string(got) != want {
+					t.Fatalf("%s reads %q, %v; want %q", m.path(name), got, err, want)
+				}
+				if st, err := os.Stat(m.path(name)); err != nil {
+					t.Fatalf("stat %s: %v", m.path(name), err)
+				} else if st.Mode().Perm() != perm {
+					t.Fatalf("%s has mode %v, want %v", m.path(name), st.Mode(), perm)
+				}
+			}
+		}
+	}
+	if err := os.WriteFile(a.path("f"), []byte("version two, which is longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(b.path("f"), b.path("g")); err != nil {
+		t.Fatal(err)
+	}
+	check("version two, which is longer", 0o644, "f", "g")
+	if err := os.Chmod(a.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(b.path("f"), b.path("h")); err != nil {
+		t.Fatal(err)
+	}
+	check("version two, which is longer", 0o600, "f", "g", "h")
+}
+
 // TestMountNoFalseRollback rewrites files on one mount while both mounts
 // stat and list them. A stat or listing answered before a newer version
 // reached the mount is only late, not a server going back in time; each
