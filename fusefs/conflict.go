@@ -95,10 +95,13 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 			continue
 		}
 		j := job{i: i, plain: m.ChunkPlainLen(i), last: m.IsLast(i)}
+		// A chunk without unsaved bytes is read from what the file's
+		// state holds as stored, as prepare sealed it: the chunk m names
+		// may never have reached the server (a small file's travels with
+		// its commit, which failed) and, under 64 KiB, is not cached.
 		n.mu.Lock()
-		j.dc = st.dirty[i]
+		j.dc, j.e = st.dirty[i], st.entryAt(i)
 		n.mu.Unlock()
-		j.e = entry{id: c.ID, tag: c.Tag, plain: j.plain, last: j.last, valid: j.plain}
 		ref, sealed, tag, mac, err := n.sealJob(st, newID, fc, j, buf)
 		if err == nil {
 			err = n.put(context.Background(), ref, sealed, mac, true)

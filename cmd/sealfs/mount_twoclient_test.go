@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -200,6 +201,52 @@ func TestMountLinkAfterRemoteChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("version two, which is longer", 0o600, "f", "g", "h")
+}
+
+// TestMountConflictOfTruncate truncates a small file on one mount while
+// the other rewrites or removes it. The truncated version has no unsaved
+// bytes, only a chunk sealed for the commit that failed; its conflict copy
+// was built from that chunk, which never reached the server, so close
+// failed with ENOENT and the version was lost at unmount.
+func TestMountConflictOfTruncate(t *testing.T) {
+	_, a, b := twoMounts(t)
+	for _, name := range []string{"rewritten", "removed"} {
+		if err := os.WriteFile(a.path(name), bytes.Repeat([]byte("x"), 100), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "b sees both", func() bool {
+		_, err1 := os.Stat(b.path("rewritten"))
+		_, err2 := os.Stat(b.path("removed"))
+		return err1 == nil && err2 == nil
+	})
+	for _, name := range []string{"rewritten", "removed"} {
+		f, err := os.OpenFile(b.path(name), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Truncate(10); err != nil {
+			t.Fatal(err)
+		}
+		if name == "rewritten" {
+			err = os.WriteFile(a.path(name), []byte("other client"), 0o644)
+		} else {
+			err = os.Remove(a.path(name))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close of %s truncated here and %s on the other mount: %v", name, name, err)
+		}
+		copies, _ := filepath.Glob(b.path(name + ".conflict-*"))
+		if len(copies) != 1 {
+			t.Fatalf("conflict copies of %s: %v", name, copies)
+		}
+		if got, err := os.ReadFile(copies[0]); err != nil || string(got) != strings.Repeat("x", 10) {
+			t.Fatalf("%s reads %q, %v", copies[0], got, err)
+		}
+	}
 }
 
 // TestMountNoFalseRollback rewrites files on one mount while both mounts
