@@ -118,6 +118,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	now := time.Now()
+	orig := pn.childPath(name)
 	var cname string
 	for k := 0; ; k++ {
 		cname = conflictName(name, n.fsys.host, now, k)
@@ -125,6 +126,13 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		vn, err = n.fsys.v.CreateCommitted(ctx, pn.id, cname, cm, a)
 		if err == nil {
 			pn.childCreated(vn.ParentVersion)
+		}
+		if errno(err) == syscall.ENOENT && pn != n.fsys.root {
+			// Another client removed the directory too (rm -r): the
+			// copy goes to the root, which always exists, rather than
+			// nowhere.
+			pn, k = n.fsys.root, -1
+			continue
 		}
 		if errno(err) != syscall.EEXIST || k >= 20 {
 			break
@@ -141,7 +149,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		what = "removed"
 	}
 	n.fsys.log.Warn("conflict: the file was "+what+" by another client; this mount's version is kept as a copy",
-		"file", pn.childPath(name), "copy", pn.childPath(cname))
+		"file", orig, "copy", pn.childPath(cname))
 	n.discard(st, cur)
 	if cur == nil {
 		// Gone on the server for good: what the descriptors still write

@@ -249,6 +249,55 @@ func TestMountConflictOfTruncate(t *testing.T) {
 	}
 }
 
+// TestMountConflictInRemovedDir writes files on one mount whose directory
+// the other mount removes meanwhile: a new file not yet on the server (the
+// directory looked empty there), and a stored one (rm -r). Their conflict
+// copies went to the removed directory, so close failed with ENOENT and the
+// data was lost at unmount; they now go to the root.
+func TestMountConflictInRemovedDir(t *testing.T) {
+	_, a, b := twoMounts(t)
+	for _, d := range []string{"d1", "d2"} {
+		if err := os.Mkdir(a.path(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(a.path("d2/stored"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b sees both", func() bool {
+		_, err1 := os.Stat(b.path("d1"))
+		_, err2 := os.Stat(b.path("d2/stored"))
+		return err1 == nil && err2 == nil
+	})
+	write := func(p string, flag int, remove func() error) {
+		t.Helper()
+		f, err := os.OpenFile(p, os.O_WRONLY|flag, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString("written on a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := remove(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("close of %s after b removed its directory: %v", p, err)
+		}
+	}
+	write(a.path("d1/new"), os.O_CREATE|os.O_EXCL, func() error { return os.Remove(b.path("d1")) })
+	write(a.path("d2/stored"), os.O_TRUNC, func() error { return os.RemoveAll(b.path("d2")) })
+	for _, name := range []string{"new", "stored"} {
+		copies, _ := filepath.Glob(a.path(name + ".conflict-*"))
+		if len(copies) != 1 {
+			t.Fatalf("conflict copies of %s in the root: %v", name, copies)
+		}
+		if got, err := os.ReadFile(copies[0]); err != nil || string(got) != "written on a" {
+			t.Fatalf("%s reads %q, %v", copies[0], got, err)
+		}
+	}
+}
+
 // TestMountNoFalseRollback rewrites files on one mount while both mounts
 // stat and list them. A stat or listing answered before a newer version
 // reached the mount is only late, not a server going back in time; each
