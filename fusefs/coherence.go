@@ -104,24 +104,32 @@ func (n *node) childCreated(version int64) {
 func (n *node) OnForget() {
 	n.mu.Lock()
 	n.forgotten = true
-	gen := n.maxGen
+	v := seenVersion{ver: max(n.version, n.maxVer), gen: n.maxGen}
 	n.mu.Unlock()
 	n.fsys.nodesMu.Lock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
-	if gen > n.fsys.seenGen[n.id] {
-		n.fsys.seenGen[n.id] = gen
+	old := n.fsys.seen[n.id]
+	if v.ver > old.ver || v.gen > old.gen {
+		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen)}
 	}
 	n.fsys.nodesMu.Unlock()
 }
 
+// seenVersion is what a mount saw of an inode whose node is gone.
+type seenVersion struct {
+	ver int64  // the highest inode version
+	gen uint64 // the highest file generation
+}
+
 // newNode returns a node for an inode the server described, which still
-// refuses any generation older than one this mount saw of it before.
+// knows the highest version and generation this mount saw of it before.
 func (f *FS) newNode(id crypto.ID, typ int) *node {
 	f.nodesMu.Lock()
 	defer f.nodesMu.Unlock()
-	return &node{fsys: f, id: id, typ: typ, maxGen: f.seenGen[id]}
+	s := f.seen[id]
+	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen}
 }
 
 var _ fs.NodeOnForgetter = (*node)(nil)

@@ -114,12 +114,13 @@ type FS struct {
 	following     atomic.Bool         // the change feed is followed and current
 	invalidations atomic.Uint64       // batches of invalidations so far
 	cursor        int64               // the feed's cursor when New returned (-1: none)
-	// seenGen (under nodesMu) keeps the highest generation this mount saw
-	// of each file whose node the kernel forgot, for the node made for it
-	// next: a server must not be able to roll a file back by waiting until
-	// the kernel drops the inode (or by naming it in the change feed, which
-	// makes the kernel drop it). About 40 bytes per file.
-	seenGen map[crypto.ID]uint64
+	// seen (under nodesMu) keeps the highest version and generation this
+	// mount saw of each inode whose node the kernel forgot, for the node
+	// made for it next: a server must not be able to roll a file back by
+	// waiting until the kernel drops the inode (or by naming it in the
+	// change feed, which makes the kernel drop it). About 50 bytes per
+	// inode.
+	seen map[crypto.ID]seenVersion
 
 	// ahead holds directory listings fetched ahead of their opendir;
 	// local counts this mount's changes on the server (listahead.go).
@@ -168,7 +169,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge, attrDelay: opts.AttrDelay,
 		upSem: make(chan struct{}, opts.Uploads), raSem: semaphore.NewWeighted(raFetchBytes), rd: newReaders(),
 		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{}, attrDue: map[*node]struct{}{},
-		stop: make(chan struct{}), nodes: map[crypto.ID]*node{}, seenGen: map[crypto.ID]uint64{}, ahead: newListAhead(),
+		stop: make(chan struct{}), nodes: map[crypto.ID]*node{}, seen: map[crypto.ID]seenVersion{}, ahead: newListAhead(),
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
@@ -298,6 +299,17 @@ func (f *FS) fail(op, path string, err error) syscall.Errno {
 	e := errno(err)
 	if e == syscall.EIO {
 		f.noteUnreachable(err)
+		f.logError(op, path, err)
+	}
+	return e
+}
+
+// failSave is fail for a failed commit: that leaves data this mount holds
+// and the server does not, so it is logged whatever the errno (EDQUOT,
+// ENOSPC, ENOENT), not only when the server is unreachable.
+func (f *FS) failSave(op, path string, err error) syscall.Errno {
+	e := f.fail(op, path, err)
+	if e != syscall.EIO {
 		f.logError(op, path, err)
 	}
 	return e

@@ -326,12 +326,23 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		return ex.EmbeddedInode(), 0
 	}
 	cn := n.fsys.newNode(vn.ID, vn.Type)
-	if vn.Attr.Generation < cn.maxGen {
-		// absorb would keep the newer attributes, but a new node has
-		// none: nothing true can be shown.
-		n.fsys.log.Error("the server returned an older version of the file than this mount has seen (rollback)",
-			"path", n.childPath(name), "seen", cn.maxGen, "returned", vn.Attr.Generation)
-		return nil, syscall.EIO
+	if vn.Version < cn.maxVer || vn.Attr.Generation < cn.maxGen {
+		// An answer older than what this mount saw before the kernel
+		// forgot the inode: a listing or lookup that was late, or a
+		// rollback. absorb would keep newer attributes, but a new node
+		// has none, so ask again.
+		c, cancel := n.fsys.ctx()
+		fresh, err := n.fsys.v.Stat(c, vn.ID)
+		cancel()
+		if err != nil {
+			return nil, n.fsys.fail("lookup", n.childPath(name), err)
+		}
+		if fresh.Version < cn.maxVer || fresh.Attr.Generation < cn.maxGen {
+			n.fsys.log.Error("the server returned an older version of the file than this mount has seen (rollback)",
+				"path", n.childPath(name), "seen", cn.maxGen, "returned", fresh.Attr.Generation)
+			return nil, syscall.EIO
+		}
+		vn = fresh
 	}
 	cn.absorb(vn)
 	cn.inheritAttrs()
