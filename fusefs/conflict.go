@@ -80,12 +80,12 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 	if !ok || name == "" {
 		err := fmt.Errorf("the file changed on the server and this mount knows no directory to keep its own version in")
 		n.noteErr(st, err)
-		return n.fsys.fail("save", n.path(), err)
+		return n.fsys.failSave("save", n.path(), err)
 	}
 	newID := crypto.NewID()
 	fc, err := n.fsys.v.FileCipher(newID, st.layout)
 	if err != nil {
-		return n.fsys.fail("save", n.path(), err)
+		return n.fsys.failSave("save", n.path(), err)
 	}
 	cm := &crypto.Manifest{File: newID, Generation: 1, Size: m.Size, Layout: m.Layout, Chunks: make([]crypto.ChunkEntry, len(m.Chunks))}
 	buf := getBuf(sealedBufSize(st.layout))
@@ -108,7 +108,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 		}
 		if err != nil {
 			n.noteErr(st, err)
-			return n.fsys.fail("save conflict copy", n.path(), err)
+			return n.fsys.failSave("save conflict copy", n.path(), err)
 		}
 		cm.Chunks[i] = crypto.ChunkEntry{ID: ref.ID, Tag: tag}
 	}
@@ -140,7 +140,7 @@ func (n *node) conflict(st *fileState, m *crypto.Manifest, cur *vault.File) sysc
 	}
 	if err != nil {
 		n.noteErr(st, err)
-		return n.fsys.fail("save conflict copy", n.path(), err)
+		return n.fsys.failSave("save conflict copy", n.path(), err)
 	}
 	pn.listAdd(cname)
 	n.fsys.conflicts.Add(1)

@@ -74,7 +74,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 		m, small, err := n.prepare(st)
 		if err != nil {
 			n.noteErr(st, err)
-			return n.fsys.fail("save ("+why+")", n.path(), err)
+			return n.fsys.failSave("save ("+why+")", n.path(), err)
 		}
 		var cached chan struct{}
 		if small != nil && len(small.sealed) > smallCacheMin {
@@ -114,7 +114,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			cancel()
 			if gerr != nil {
 				n.noteErr(st, gerr)
-				return n.fsys.fail("save ("+why+")", n.path(), gerr)
+				return n.fsys.failSave("save ("+why+")", n.path(), gerr)
 			}
 			if cur.Generation() == baseGen {
 				n.mu.Lock()
@@ -140,7 +140,7 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return n.conflict(st, m, nil)
 		default:
 			n.noteErr(st, err)
-			return n.fsys.fail("save ("+why+")", n.path(), err)
+			return n.fsys.failSave("save ("+why+")", n.path(), err)
 		}
 	}
 }
