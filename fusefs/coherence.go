@@ -110,12 +110,26 @@ func (n *node) OnForget() {
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
-	old := n.fsys.seen[n.id]
-	if v.ver > old.ver || v.gen > old.gen {
+	if old, ok := n.fsys.seen[n.id]; ok {
 		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen)}
+	} else if v.gen > 0 {
+		// Only files can be rolled back; a directory's late listing
+		// is only late.
+		if len(n.fsys.seen) >= maxSeen {
+			for id := range n.fsys.seen { // any one
+				delete(n.fsys.seen, id)
+				break
+			}
+		}
+		n.fsys.seen[n.id] = v
 	}
 	n.fsys.nodesMu.Unlock()
 }
+
+// maxSeen bounds what a mount remembers of forgotten files, about 40 bytes
+// each: past a million files (a find over a huge tree), the check of the
+// ones dropped lapses rather than memory growing without end.
+const maxSeen = 1 << 20
 
 // seenVersion is what a mount saw of an inode whose node is gone.
 type seenVersion struct {
