@@ -126,8 +126,8 @@ func (n *node) OnForget() {
 	n.fsys.nodesMu.Unlock()
 }
 
-// maxSeen bounds what a mount remembers of forgotten files, about 40 bytes
-// each: past a million files (a find over a huge tree), the check of the
+// maxSeen bounds what a mount remembers of forgotten files, some 40 bytes
+// each (a 16-byte key and 16-byte value in a map): past a million files (a find over a huge tree), the check of the
 // ones dropped lapses rather than memory growing without end.
 const maxSeen = 1 << 20
 

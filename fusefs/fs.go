@@ -115,11 +115,10 @@ type FS struct {
 	invalidations atomic.Uint64       // batches of invalidations so far
 	cursor        int64               // the feed's cursor when New returned (-1: none)
 	// seen (under nodesMu) keeps the highest version and generation this
-	// mount saw of each inode whose node the kernel forgot, for the node
+	// mount saw of each file whose node the kernel forgot, for the node
 	// made for it next: a server must not be able to roll a file back by
 	// waiting until the kernel drops the inode (or by naming it in the
-	// change feed, which makes the kernel drop it). About 50 bytes per
-	// inode.
+	// change feed, which makes the kernel drop it). Bounded by maxSeen.
 	seen map[crypto.ID]seenVersion
 
 	// ahead holds directory listings fetched ahead of their opendir;

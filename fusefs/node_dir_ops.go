@@ -482,25 +482,20 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err != nil {
 		return nil, n.fsys.fail("link", n.childPath(name), err)
 	}
+	// The answer is the inode as the server has it now, maybe changed by
+	// another client since this mount fetched it: the ctime change below
+	// must go on top of that, not put back an older generation and size
+	// (which made the file unreadable for everyone) or mode. absorb takes
+	// it, but for the link count, only for a file not open here.
+	tn.absorb(vn)
 	tn.mu.Lock()
-	tn.nlink = vn.Nlink
-	next := tn.version == vn.Version-1
-	if next {
-		// The link is the only change since the version the node
-		// holds: adopt the new version, or a later commit would see a
-		// mismatch that is not a conflict.
+	if tn.file != nil && tn.version == vn.Version-1 {
+		// The link is the only change since the version the open file's
+		// edits are based on: adopt the new version, or its commit would
+		// see a mismatch that is not a conflict.
 		tn.version = vn.Version
 	}
-	stale := !next && tn.file == nil
 	tn.mu.Unlock()
-	if stale {
-		// Another client changed the inode since this mount fetched it:
-		// the answer's attributes are newer than the node's, and the
-		// ctime change below must be sent on top of them, not put back
-		// an older generation and size (which made the file unreadable
-		// for everyone) or mode.
-		tn.absorb(vn)
-	}
 	tn.touchCtime()
 	n.listAdd(name)
 	tn.fillEntry(out)

@@ -36,11 +36,8 @@ func Register(ctx context.Context, c *remote.Client, p RegisterParams) (*Vault, 
 	if len(kdf.Salt) == 0 {
 		kdf.Salt = crypto.RandomBytes(crypto.SaltSize)
 	}
-	if err := p.Layout.Check(); err != nil {
+	if err := checkLayout(p.Layout); err != nil {
 		return nil, nil, err
-	}
-	if p.Layout.PadUnit < MinPadUnit {
-		return nil, nil, fmt.Errorf("a pad unit of %d bytes is below the %d a client accepts", p.Layout.PadUnit, MinPadUnit)
 	}
 	lk, err := crypto.DeriveLoginKeys(p.Password, kdf)
 	if err != nil {

@@ -37,7 +37,7 @@ func (v *Vault) Stat(ctx context.Context, id crypto.ID) (*Node, error) {
 // symlink, target is sealed with it.
 func (v *Vault) CreateInode(ctx context.Context, dir crypto.ID, name string, typ int, attr crypto.Attr, target string) (*Node, error) {
 	id := crypto.NewID()
-	attr.Mode = attr.Mode&^syscall.S_IFMT | unixMode(typ, 0)&syscall.S_IFMT // what node checks
+	attr.Mode = attr.Mode&^syscall.S_IFMT | unixMode(typ, 0) // the type bits, which node checks
 	sealedAttr, err := crypto.SealAttr(v.keys.Attr, id, &attr)
 	if err != nil {
 		return nil, err

@@ -174,7 +174,7 @@ func (v *Vault) node(in *wire.Inode, want crypto.ID, parent crypto.ID, name stri
 	// The type travels in plain text beside the sealed attributes, whose
 	// mode carries it too: a server that changed it would show a directory
 	// as an empty file, or a file as an empty directory.
-	if a.Mode&syscall.S_IFMT != unixMode(in.Type, 0)&syscall.S_IFMT {
+	if a.Mode&syscall.S_IFMT != unixMode(in.Type, 0) {
 		return nil, &CorruptError{What: "attributes of " + describe(name, n.ID), Err: fmt.Errorf("the sealed mode %#o is not of the inode's type %d", a.Mode, in.Type)}
 	}
 	n.Attr = *a

@@ -50,14 +50,23 @@ type Vault struct {
 // the client holds a floor.
 const MinPadUnit = 4 << 10
 
+// checkLayout is what a layout must be for this client to write with it:
+// valid for the format, and padding to at least MinPadUnit.
+func checkLayout(l crypto.Layout) error {
+	if err := l.Check(); err != nil {
+		return err
+	}
+	if l.PadUnit < MinPadUnit {
+		return fmt.Errorf("a layout that pads files to %d bytes is below the %d this client accepts: the server would learn exact file sizes", l.PadUnit, MinPadUnit)
+	}
+	return nil
+}
+
 // New returns the vault of user for an already unwrapped master key; layout
 // is the account's layout, used for new files. Most callers use Unlock.
 func New(c *remote.Client, user string, master []byte, layout crypto.Layout) (*Vault, error) {
-	if err := layout.Check(); err != nil {
+	if err := checkLayout(layout); err != nil {
 		return nil, fmt.Errorf("the account's layout is not usable: %w", err)
-	}
-	if layout.PadUnit < MinPadUnit {
-		return nil, fmt.Errorf("the server gives the account a layout that pads files to %d bytes, below the %d this client accepts: the server would learn exact file sizes", layout.PadUnit, MinPadUnit)
 	}
 	keys, err := crypto.DeriveKeys(master)
 	if err != nil {
