@@ -39,6 +39,20 @@ func AttrTime(t time.Time) int64 {
 
 var minAttrTime, maxAttrTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
+// TouchCtime sets Ctime for a change made at now (nanoseconds since the
+// Unix epoch), keeping it above the Ctime the change is based on even when
+// this writer's clock is behind the last one's. A user cannot set ctime, so
+// every sealing of an inode's attributes carries a Ctime no lower than the
+// one before it: a reader that has seen a sealing can tell an earlier one
+// served in its place (a rollback) by its lower Ctime.
+func (a *Attr) TouchCtime(now int64) {
+	if now > a.Ctime {
+		a.Ctime = now
+	} else if a.Ctime < math.MaxInt64 {
+		a.Ctime++
+	}
+}
+
 // attrSize is the encoded size of Attr.
 const attrSize = 4*4 + 8*5
 

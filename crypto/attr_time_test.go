@@ -25,3 +25,22 @@ func TestAttrTime(t *testing.T) {
 		}
 	}
 }
+
+// TestTouchCtime checks that a change never lowers ctime, whatever the
+// writer's clock says: a reader takes a lower one for a rollback.
+func TestTouchCtime(t *testing.T) {
+	for _, c := range []struct{ before, now, want int64 }{
+		{100, 200, 200},                   // the clock is ahead: it wins
+		{200, 100, 201},                   // the clock is behind the last writer's
+		{200, 200, 201},                   // the same nanosecond
+		{0, 5, 5},                         // a new inode
+		{math.MaxInt64, 1, math.MaxInt64}, // the end of time stays there
+		{math.MinInt64, math.MinInt64, math.MinInt64 + 1},
+	} {
+		a := Attr{Ctime: c.before}
+		a.TouchCtime(c.now)
+		if a.Ctime != c.want {
+			t.Errorf("ctime %d touched at %d = %d, want %d", c.before, c.now, a.Ctime, c.want)
+		}
+	}
+}

@@ -72,7 +72,7 @@ func (n *node) touchCtime() {
 	if gone {
 		return
 	}
-	_ = n.queueAttr(func(a *crypto.Attr) { a.Ctime = now })
+	_ = n.queueAttr(func(a *crypto.Attr) { a.TouchCtime(now) })
 }
 
 // reapplyDue applies the changes not yet stored to attributes just taken

@@ -7,6 +7,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/sealfs/sealfs/crypto"
+	"github.com/sealfs/sealfs/remote/vault"
 )
 
 // What the mount may answer without asking the server.
@@ -104,17 +105,15 @@ func (n *node) childCreated(version int64) {
 func (n *node) OnForget() {
 	n.mu.Lock()
 	n.forgotten = true
-	v := seenVersion{ver: max(n.version, n.maxVer), gen: n.maxGen}
+	v := seenVersion{ver: max(n.version, n.maxVer), gen: n.maxGen, ctime: n.maxCtime}
 	n.mu.Unlock()
 	n.fsys.nodesMu.Lock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
 	if old, ok := n.fsys.seen[n.id]; ok {
-		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen)}
-	} else if v.gen > 0 {
-		// Only files can be rolled back; a directory's late listing
-		// is only late.
+		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen), ctime: max(v.ctime, old.ctime)}
+	} else if v.ctime != 0 {
 		if len(n.fsys.seen) >= maxSeen {
 			for id := range n.fsys.seen { // any one
 				delete(n.fsys.seen, id)
@@ -126,15 +125,17 @@ func (n *node) OnForget() {
 	n.fsys.nodesMu.Unlock()
 }
 
-// maxSeen bounds what a mount remembers of forgotten files, some 40 bytes
-// each (a 16-byte key and 16-byte value in a map): past a million files (a find over a huge tree), the check of the
-// ones dropped lapses rather than memory growing without end.
+// maxSeen bounds what a mount remembers of forgotten inodes, some 50 bytes
+// each (a 16-byte key and a 24-byte value in a map, estimated, not
+// measured): past a million inodes (a find over a huge tree), the check of
+// the ones dropped lapses rather than memory growing without end.
 const maxSeen = 1 << 20
 
 // seenVersion is what a mount saw of an inode whose node is gone.
 type seenVersion struct {
-	ver int64  // the highest inode version
-	gen uint64 // the highest file generation
+	ver   int64  // the highest inode version
+	gen   uint64 // the highest file generation
+	ctime int64  // the highest ctime of its sealed attributes
 }
 
 // newNode returns a node for an inode the server described, which still
@@ -143,7 +144,16 @@ func (f *FS) newNode(id crypto.ID, typ int) *node {
 	f.nodesMu.Lock()
 	defer f.nodesMu.Unlock()
 	s := f.seen[id]
-	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen}
+	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen, maxCtime: s.ctime}
+}
+
+// olderThanSeen reports whether an answer about n's inode is older than
+// what this mount has seen of it: a lower inode version (late, or a
+// rollback), generation or attribute ctime (a rollback).
+func (n *node) olderThanSeen(vn *vault.Node) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return vn.Version < n.maxVer || vn.Attr.Generation < n.maxGen || vn.Attr.Ctime < n.maxCtime
 }
 
 var _ fs.NodeOnForgetter = (*node)(nil)

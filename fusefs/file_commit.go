@@ -324,6 +324,7 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 	n.attrDue = nil
 	n.maxGen = max(n.maxGen, m.Generation)
 	n.maxVer = max(n.maxVer, vn.Version)
+	n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
 	n.fetched = time.Now()
 	n.pending = nil
 	n.mu.Unlock()
@@ -346,6 +347,7 @@ func (n *node) discard(st *fileState, cur *vault.File) {
 		st.layout, st.fc = cur.Manifest.Layout, cur.Cipher()
 		st.setManifest(cur.Manifest)
 		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
+		n.maxCtime = max(n.maxCtime, cur.Node.Attr.Ctime)
 		n.reapplyDue()
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}

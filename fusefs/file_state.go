@@ -171,29 +171,47 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	}
 	c, cancel := n.fsys.ctx()
 	defer cancel()
-	gen := n.fsys.gen()
-	f, err := n.fsys.v.OpenFile(c, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
-	if errno(err) == syscall.ENOENT {
-		// Removed or replaced by another client (a save by rename
-		// over it) after the kernel looked the name up: ESTALE makes
-		// it look the name up again and retry the open once, which
-		// finds what the name leads to now. ENOENT told the
-		// application that a file which had only been replaced did
-		// not exist.
-		n.goneOnServer()
-		return nil, syscall.ESTALE
-	}
-	if err != nil {
-		return nil, n.fsys.fail("open", n.path(), err)
-	}
-	n.mu.Lock()
-	if g := f.Manifest.Generation; g < n.maxGen {
+	var f *vault.File
+	var gen uint64
+	for attempt := 0; ; attempt++ {
+		gen = n.fsys.gen()
+		var err error
+		f, err = n.fsys.v.OpenFile(c, &vault.Node{ID: n.id, Type: wire.TypeFile, Name: n.path()})
+		if errno(err) == syscall.ENOENT {
+			// Removed or replaced by another client (a save by rename
+			// over it) after the kernel looked the name up: ESTALE makes
+			// it look the name up again and retry the open once, which
+			// finds what the name leads to now. ENOENT told the
+			// application that a file which had only been replaced did
+			// not exist.
+			n.goneOnServer()
+			return nil, syscall.ESTALE
+		}
+		if err != nil {
+			return nil, n.fsys.fail("open", n.path(), err)
+		}
+		n.mu.Lock()
+		g, ctime := f.Manifest.Generation, f.Node.Attr.Ctime
+		older := g < n.maxGen || ctime < n.maxCtime
+		if !older {
+			n.maxGen, n.maxCtime = g, ctime
+			n.mu.Unlock()
+			break
+		}
+		seenGen, seenCtime := n.maxGen, n.maxCtime
 		n.mu.Unlock()
-		return nil, n.fsys.fail("open", n.path(), &vault.CorruptError{What: "manifest of " + n.path(),
-			Err: fmt.Errorf("generation %d is older than the %d this mount has seen: the server rolled the file back", g, n.maxGen)})
+		if attempt == 0 {
+			// An answer overtaken by a newer one about the same inode
+			// (a stat sent later but answered sooner) is only late:
+			// ask again.
+			continue
+		}
+		what, why := "manifest of "+n.path(), fmt.Errorf("generation %d is older than the %d this mount has seen: the server rolled the file back", g, seenGen)
+		if g >= seenGen {
+			what, why = "attributes of "+n.path(), fmt.Errorf("ctime %d is older than the %d this mount has seen: the server rolled the attributes back", ctime, seenCtime)
+		}
+		return nil, n.fsys.fail("open", n.path(), &vault.CorruptError{What: what, Err: why})
 	}
-	n.maxGen = f.Manifest.Generation
-	n.mu.Unlock()
 	n.rememberHome()
 	st = newFileState(n, f.Manifest, f.Cipher())
 	st.based = gen
@@ -369,7 +387,8 @@ var errChunkGone = errors.New("the chunk was stored or dropped meanwhile")
 // touchLocked records a change of content: mtime and ctime are now.
 func (n *node) touchLocked() {
 	now := time.Now().UnixNano()
-	n.attr.Mtime, n.attr.Ctime = now, now
+	n.attr.Mtime = now
+	n.attr.TouchCtime(now)
 }
 
 // truncate sets the file's size: chunks past the end are dropped, the

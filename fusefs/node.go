@@ -63,6 +63,11 @@ type node struct {
 	// the file is open: an answer below it is merely late.
 	maxGen uint64
 	maxVer int64
+	// maxCtime is the highest ctime of the attributes the server sent:
+	// every change raises it (crypto.Attr.TouchCtime), so a server that
+	// answers with a lower one is serving an earlier sealing of the
+	// attributes, undoing a chmod, chown or utimensat.
+	maxCtime int64
 	// home is the directory and name the file was last seen under, where
 	// a conflict copy goes once another client removed the file and the
 	// kernel forgot its name (see conflict).
@@ -162,6 +167,12 @@ func (n *node) absorb(vn *vault.Node) {
 		return
 	}
 	n.maxGen = vn.Attr.Generation
+	if vn.Attr.Ctime < n.maxCtime {
+		n.fsys.log.Error("the server returned older attributes than this mount has seen (rollback); keeping the newer ones",
+			"path", n.path(), "seen_ctime", n.maxCtime, "returned_ctime", vn.Attr.Ctime)
+		return
+	}
+	n.maxCtime = vn.Attr.Ctime
 	n.nlink = vn.Nlink
 	if vn.Version >= n.xattrsVer {
 		n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
@@ -326,7 +337,7 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		return ex.EmbeddedInode(), 0
 	}
 	cn := n.fsys.newNode(vn.ID, vn.Type)
-	if vn.Version < cn.maxVer || vn.Attr.Generation < cn.maxGen {
+	if cn.olderThanSeen(vn) {
 		// An answer older than what this mount saw before the kernel
 		// forgot the inode: a listing or lookup that was late, or a
 		// rollback. absorb would keep newer attributes, but a new node
@@ -337,9 +348,10 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		if err != nil {
 			return nil, n.fsys.fail("lookup", n.childPath(name), err)
 		}
-		if fresh.Version < cn.maxVer || fresh.Attr.Generation < cn.maxGen {
-			n.fsys.log.Error("the server returned an older version of the file than this mount has seen (rollback)",
-				"path", n.childPath(name), "seen", cn.maxGen, "returned", fresh.Attr.Generation)
+		if cn.olderThanSeen(fresh) {
+			n.fsys.log.Error("the server returned an older version of the inode than this mount has seen (rollback)",
+				"path", n.childPath(name), "seen", cn.maxGen, "returned", fresh.Attr.Generation,
+				"seen_ctime", cn.maxCtime, "returned_ctime", fresh.Attr.Ctime)
 			return nil, syscall.EIO
 		}
 		vn = fresh

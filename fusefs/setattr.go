@@ -91,7 +91,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if setMtime {
 			a.Mtime = crypto.AttrTime(mtime)
 		}
-		a.Ctime = now.UnixNano()
+		a.TouchCtime(now.UnixNano())
 	}
 	n.mu.Lock()
 	st := n.file
@@ -151,6 +151,7 @@ func (n *node) patch(change attrChange) syscall.Errno {
 		vn, err := n.fsys.v.SetAttr(ctx, n.id, b, ver)
 		if err == nil {
 			n.mu.Lock()
+			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
 			if n.file == nil || vn.Attr.Generation == n.file.gen {
 				n.attr, n.version = vn.Attr, vn.Version
 				n.reapplyDue()
@@ -225,7 +226,7 @@ func (n *node) killPrivsFor(ctx context.Context, st *fileState) {
 	changed := mode != n.attr.Mode
 	if changed {
 		n.attr.Mode = mode
-		n.attr.Ctime = time.Now().UnixNano()
+		n.attr.TouchCtime(time.Now().UnixNano())
 		st.changed = true
 	}
 	n.mu.Unlock()

@@ -189,8 +189,8 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		}
 		x, ver = maps.Clone(cur.Xattrs), cur.Version
 		n.mu.Lock()
-		if n.file == nil {
-			n.attr, n.version = cur.Attr, cur.Version
+		if n.file == nil && cur.Attr.Ctime >= n.maxCtime {
+			n.attr, n.version, n.maxCtime = cur.Attr, cur.Version, cur.Attr.Ctime
 			n.reapplyDue()
 		}
 		n.mu.Unlock()

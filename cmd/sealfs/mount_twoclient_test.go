@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -102,57 +99,6 @@ func TestMountTwoClients(t *testing.T) {
 	})
 	if !strings.Contains(b.log.String(), "conflict") {
 		t.Errorf("the conflict was not logged:\n%s", b.log)
-	}
-}
-
-// TestMountRollback has the server answer with an older, complete and
-// consistent version of a file than the mount has seen: the open fails
-// with EIO and the log says why, rather than the old data coming back.
-func TestMountRollback(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	d := initAccount(t, s, "alice", "pw")
-	m := mountAccount(t, d)
-	db := filepath.Join(s.data, "meta.db")
-	sql := func(q string) string {
-		t.Helper()
-		out, err := exec.Command("sqlite3", db, q).CombinedOutput()
-		if err != nil {
-			t.Fatalf("sqlite3 %q: %v\n%s", q, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	if err := os.WriteFile(m.path("f"), []byte("version one"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := os.ReadFile(m.path("f")); string(got) != "version one" {
-		t.Fatalf("read back %q", got)
-	}
-	old := sql(`SELECT 'manifest_data = X''' || hex(manifest_data) || ''', manifest_kek = ''' || manifest_kek ||
-		''', manifest_wrapped = X''' || hex(manifest_wrapped) || ''', attr = X''' || hex(attr) || '''' FROM inodes WHERE type = 1`)
-	if err := os.WriteFile(m.path("f"), []byte("version two, newer"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sql(`UPDATE inodes SET ` + old + ` WHERE type = 1`)
-	// An open within a second of the mount's own close uses what it
-	// committed, without asking the server.
-	time.Sleep(1500 * time.Millisecond)
-	got, err := os.ReadFile(m.path("f"))
-	if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("reading a file the server rolled back: %q, %v; want EIO", got, err)
-	}
-	// The mount's stderr reaches m.log through a pipe, maybe after the
-	// read returned.
-	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "rolled the file back") })
-	// The kernel forgets inodes nobody uses (here: told to drop them). The
-	// mount still remembers what it saw of the file, or a server could roll
-	// it back by waiting, or by naming it in the change feed.
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
-		t.Fatal(err)
-	}
-	got, err = os.ReadFile(m.path("f"))
-	if !errors.Is(err, syscall.EIO) {
-		t.Fatalf("reading the rolled-back file after the kernel forgot it: %q, %v; want EIO", got, err)
 	}
 }
 

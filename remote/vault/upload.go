@@ -49,17 +49,20 @@ type UploadOptions struct {
 
 // upload is one file's upload in progress.
 type upload struct {
-	v     *Vault
-	dir   crypto.ID
-	name  string
-	src   io.ReaderAt
-	size  int64
-	opts  UploadOptions
-	prog  Progress
-	fc    *crypto.FileCipher
-	file  crypto.ID
-	base  int64  // inode version the commit is conditional on; 0 for a new file
-	gen   uint64 // generation of the new version
+	v    *Vault
+	dir  crypto.ID
+	name string
+	src  io.ReaderAt
+	size int64
+	opts UploadOptions
+	prog Progress
+	fc   *crypto.FileCipher
+	file crypto.ID
+	base int64  // inode version the commit is conditional on; 0 for a new file
+	gen  uint64 // generation of the new version
+	// ctime is the replaced version's, which the new one's must not fall
+	// below (crypto.Attr.TouchCtime).
+	ctime int64
 	chunk []crypto.ChunkEntry
 }
 
@@ -98,6 +101,7 @@ func (v *Vault) Upload(ctx context.Context, dir crypto.ID, name string, src io.R
 			return nil, fmt.Errorf("%w (not a regular file)", syscall.EEXIST)
 		}
 		u.file, u.base, u.gen = existing.ID, existing.Version, existing.Attr.Generation+1
+		u.ctime = existing.Attr.Ctime
 	} else {
 		u.file, u.gen = crypto.NewID(), 1
 	}
@@ -209,6 +213,9 @@ func (u *upload) commitRequest() (*wire.CommitRequest, []byte, error) {
 	}
 	attr := newAttr(wire.TypeFile, u.opts.Mode, u.opts.ModTime)
 	attr.Size, attr.Generation = uint64(u.size), u.gen
+	now := attr.Ctime
+	attr.Ctime = u.ctime
+	attr.TouchCtime(now)
 	sealedA, err := crypto.SealAttr(u.v.keys.Attr, u.file, &attr)
 	if err != nil {
 		return nil, nil, err

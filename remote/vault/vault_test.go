@@ -423,3 +423,31 @@ func TestHolesReadAsZeros(t *testing.T) {
 		t.Fatal("a hole did not read as zeros")
 	}
 }
+
+// TestNewVersionKeepsCtimeRising uploads new versions over a file whose
+// last change came from a writer with a clock an hour ahead: each new
+// version's ctime is still above the one it replaced, as a mount that saw
+// that one requires (it takes a lower ctime for a rollback).
+func TestNewVersionKeepsCtimeRising(t *testing.T) {
+	ctx := context.Background()
+	_, v := newVault(t)
+	n, err := v.Upload(ctx, crypto.ID{}, "f", strings.NewReader("one"), 3, UploadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, size := range []int{5, 3 * testChunk} {
+		a := n.Attr
+		a.Ctime = time.Now().Add(time.Hour).UnixNano()
+		ahead, err := v.SetAttr(ctx, n.ID, a, n.Version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err = v.Upload(ctx, crypto.ID{}, "f", bytes.NewReader(randomBytes(t, size)), int64(size), UploadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Attr.Ctime <= ahead.Attr.Ctime {
+			t.Fatalf("version %d: ctime %d, not above the %d it replaced", i+2, n.Attr.Ctime, ahead.Attr.Ctime)
+		}
+	}
+}

@@ -1,0 +1,122 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serverSQL returns a function that runs a statement on the server's
+// metadata database behind its back, as a compromised server would, and
+// returns what it printed.
+func serverSQL(t *testing.T, s *testServer) func(q string) string {
+	db := filepath.Join(s.data, "meta.db")
+	return func(q string) string {
+		t.Helper()
+		out, err := exec.Command("sqlite3", db, q).CombinedOutput()
+		if err != nil {
+			t.Fatalf("sqlite3 %q: %v\n%s", q, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+}
+
+// TestMountRollback has the server answer with an older, complete and
+// consistent version of a file than the mount has seen: the open fails
+// with EIO and the log says why, rather than the old data coming back.
+func TestMountRollback(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	sql := serverSQL(t, s)
+	if err := os.WriteFile(m.path("f"), []byte("version one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(m.path("f")); string(got) != "version one" {
+		t.Fatalf("read back %q", got)
+	}
+	old := sql(`SELECT 'manifest_data = X''' || hex(manifest_data) || ''', manifest_kek = ''' || manifest_kek ||
+		''', manifest_wrapped = X''' || hex(manifest_wrapped) || ''', attr = X''' || hex(attr) || '''' FROM inodes WHERE type = 1`)
+	if err := os.WriteFile(m.path("f"), []byte("version two, newer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sql(`UPDATE inodes SET ` + old + ` WHERE type = 1`)
+	// An open within a second of the mount's own close uses what it
+	// committed, without asking the server.
+	time.Sleep(1500 * time.Millisecond)
+	got, err := os.ReadFile(m.path("f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading a file the server rolled back: %q, %v; want EIO", got, err)
+	}
+	// The mount's stderr reaches m.log through a pipe, maybe after the
+	// read returned.
+	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "rolled the file back") })
+	// The kernel forgets inodes nobody uses (here: told to drop them). The
+	// mount still remembers what it saw of the file, or a server could roll
+	// it back by waiting, or by naming it in the change feed.
+	dropKernelCaches(t)
+	got, err = os.ReadFile(m.path("f"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading the rolled-back file after the kernel forgot it: %q, %v; want EIO", got, err)
+	}
+}
+
+// dropKernelCaches makes the kernel forget the inodes nothing uses, so the
+// mount's next lookup of them starts from new nodes.
+func dropKernelCaches(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMountAttrRollback has the server answer with an earlier sealing of a
+// file's attributes, undoing a chmod, under a version number that claims
+// to be newer. Each sealing is genuine, so only its ctime, which every
+// change raises, gives it away: the open fails with EIO, and so does a
+// lookup once the kernel forgot the inode, rather than the old mode coming
+// back.
+func TestMountAttrRollback(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	sql := serverSQL(t, s)
+	if err := os.WriteFile(m.path("f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() string { return sql(`SELECT hex(attr) FROM inodes WHERE type = 1`) }
+	chmod := func(mode os.FileMode) string {
+		t.Helper()
+		before := stored()
+		if err := os.Chmod(m.path("f"), mode); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the chmod stored", func() bool { return stored() != before })
+		return stored()
+	}
+	old := chmod(0o600)
+	chmod(0o640)
+	sql(`UPDATE inodes SET attr = X'` + old + `', version = version + 1 WHERE type = 1`)
+
+	// An open past the attribute timeout asks the server.
+	time.Sleep(1500 * time.Millisecond)
+	if got, err := os.ReadFile(m.path("f")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading a file whose attributes the server rolled back: %q, %v; want EIO", got, err)
+	}
+	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "rolled the attributes back") })
+	dropKernelCaches(t)
+	if st, err := os.Stat(m.path("f")); !errors.Is(err, syscall.EIO) {
+		mode := os.FileMode(0)
+		if st != nil {
+			mode = st.Mode()
+		}
+		t.Fatalf("stat of the rolled-back file after the kernel forgot it: mode %v, %v; want EIO", mode, err)
+	}
+}
