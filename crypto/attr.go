@@ -45,12 +45,20 @@ var minAttrTime, maxAttrTime = time.Unix(0, math.MinInt64), time.Unix(0, math.Ma
 // every sealing of an inode's attributes carries a Ctime no lower than the
 // one before it: a reader that has seen a sealing can tell an earlier one
 // served in its place (a rollback) by its lower Ctime.
-func (a *Attr) TouchCtime(now int64) {
-	if now > a.Ctime {
-		a.Ctime = now
-	} else if a.Ctime < math.MaxInt64 {
-		a.Ctime++
+func (a *Attr) TouchCtime(now int64) { a.Ctime = NextStamp(a.Ctime, now) }
+
+// NextStamp returns the stamp of a change made at now (nanoseconds since the
+// Unix epoch) to something whose last change was stamped prev: now, or just
+// past prev when this writer's clock is behind the last one's. Stamps so
+// made never decrease, whatever the writers' clocks.
+func NextStamp(prev, now int64) int64 {
+	switch {
+	case now > prev:
+		return now
+	case prev < math.MaxInt64:
+		return prev + 1
 	}
+	return prev
 }
 
 // attrSize is the encoded size of Attr.
@@ -187,12 +195,25 @@ func DecodeXattrs(b []byte) (map[string][]byte, error) {
 
 func xattrAD(file ID) []byte { return newAD(domainXattr, IDSize).bytes(file[:]) }
 
-// SealXattrs seals an inode's whole extended attribute set.
-func SealXattrs(attrKey []byte, file ID, x map[string][]byte) ([]byte, error) {
-	plain, err := EncodeXattrs(x)
+// xattrStamped starts the plaintext of a stamped xattr set. An unstamped
+// one, sealed before stamps existed, starts with its 2-byte count, which is
+// at most MaxXattrCount, so its first byte is never this.
+const xattrStamped = 0xff
+
+// SealXattrs seals an inode's whole extended attribute set, stamped with
+// the time of its change (NextStamp of the set it replaces). Every change
+// raises the stamp, so a reader that has seen a set can tell an earlier one
+// served in its place (a rollback). An empty set is sealed too: it keeps the
+// stamp of the removal of the last attribute.
+func SealXattrs(attrKey []byte, file ID, x map[string][]byte, stamp int64) ([]byte, error) {
+	set, err := EncodeXattrs(x)
 	if err != nil {
 		return nil, err
 	}
+	plain := make([]byte, 0, 9+len(set))
+	plain = append(plain, xattrStamped)
+	plain = binary.BigEndian.AppendUint64(plain, uint64(stamp))
+	plain = append(plain, set...)
 	aead, err := newGCM(attrKey)
 	if err != nil {
 		return nil, err
@@ -200,15 +221,28 @@ func SealXattrs(attrKey []byte, file ID, x map[string][]byte) ([]byte, error) {
 	return sealBox(make([]byte, 0, len(plain)+BoxOverhead), aead, plain, xattrAD(file)), nil
 }
 
-// OpenXattrs opens a sealed extended attribute set of inode file.
-func OpenXattrs(attrKey []byte, file ID, sealed []byte) (map[string][]byte, error) {
+// OpenXattrs opens a sealed extended attribute set of inode file and
+// returns it with its stamp; a set sealed before stamps existed has stamp 0.
+func OpenXattrs(attrKey []byte, file ID, sealed []byte) (map[string][]byte, int64, error) {
 	aead, err := newGCM(attrKey)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	plain, err := openBox(nil, aead, sealed, xattrAD(file))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return DecodeXattrs(plain)
+	var stamp int64
+	if len(plain) > 0 && plain[0] == xattrStamped {
+		if len(plain) < 9 {
+			return nil, 0, fmt.Errorf("%w: extended attributes: short stamp", ErrCorrupt)
+		}
+		stamp = int64(binary.BigEndian.Uint64(plain[1:]))
+		plain = plain[9:]
+	}
+	x, err := DecodeXattrs(plain)
+	if err != nil {
+		return nil, 0, err
+	}
+	return x, stamp, nil
 }

@@ -100,13 +100,19 @@ func TestXattrRoundTrip(t *testing.T) {
 		if err != nil || !xattrsEqual(d, x) {
 			t.Fatalf("case %d: DecodeXattrs: %v", i, err)
 		}
-		sealed, err := SealXattrs(k.Attr, file, x)
-		if err != nil || len(sealed) != len(b)+BoxOverhead {
+		stamp := int64(i) - 2 // negative stamps too: they are times
+		sealed, err := SealXattrs(k.Attr, file, x, stamp)
+		if err != nil || len(sealed) != 9+len(b)+BoxOverhead {
 			t.Fatalf("case %d: SealXattrs: %d bytes, %v", i, len(sealed), err)
 		}
-		o, err := OpenXattrs(k.Attr, file, sealed)
-		if err != nil || !xattrsEqual(o, x) {
-			t.Fatalf("case %d: OpenXattrs: %v", i, err)
+		o, st, err := OpenXattrs(k.Attr, file, sealed)
+		if err != nil || !xattrsEqual(o, x) || st != stamp {
+			t.Fatalf("case %d: OpenXattrs: stamp %d, %v", i, st, err)
+		}
+		// A set sealed before stamps existed opens with stamp 0.
+		o, st, err = OpenXattrs(k.Attr, file, sealBox(nil, mustGCM(k.Attr), b, xattrAD(file)))
+		if err != nil || !xattrsEqual(o, x) || st != 0 {
+			t.Fatalf("case %d: OpenXattrs of an unstamped set: stamp %d, %v", i, st, err)
 		}
 	}
 	// Decoded values do not alias the input.
@@ -126,7 +132,7 @@ func TestXattrRoundTrip(t *testing.T) {
 	} {
 		_, err := EncodeXattrs(x)
 		wantErr(t, fmt.Sprintf("EncodeXattrs bad case %d", i), err, ErrCorrupt)
-		_, err = SealXattrs(k.Attr, file, x)
+		_, err = SealXattrs(k.Attr, file, x, 1)
 		wantErr(t, fmt.Sprintf("SealXattrs bad case %d", i), err, ErrCorrupt)
 	}
 }

@@ -3,6 +3,7 @@ package crypto
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -222,11 +223,19 @@ func checkVector(t *testing.T, kind string, v vector) error {
 		plain, _ := a.MarshalBinary()
 		eq("plaintext", plain)
 	case "xattr":
-		x, err := OpenXattrs(v.hex(t, "attr_key"), v.id(t, "file"), v.hex(t, "sealed"))
+		x, stamp, err := OpenXattrs(v.hex(t, "attr_key"), v.id(t, "file"), v.hex(t, "sealed"))
 		if err != nil {
 			return err
 		}
 		plain, _ := EncodeXattrs(x)
+		if _, ok := v["stamp"]; ok {
+			if want := int64(v.num(t, "stamp")); stamp != want {
+				t.Errorf("stamp = %d, want %d", stamp, want)
+			}
+			plain = append(binary.BigEndian.AppendUint64([]byte{xattrStamped}, uint64(stamp)), plain...)
+		} else if stamp != 0 {
+			t.Errorf("an unstamped set opened with stamp %d", stamp)
+		}
 		eq("plaintext", plain)
 	case "data-key-wrap":
 		dk, err := UnwrapDataKey(v.hex(t, "kek"), v["kek_id"], []byte(v["owner"]), []byte(v["blob_id"]), v.hex(t, "wrapped"))
@@ -383,9 +392,11 @@ func TestGenerateVectors(t *testing.T) {
 	ap, _ := a.MarshalBinary()
 	as, _ := SealAttr(k.Attr, file, a)
 	emit("name", "attr", "kind", "attr", "expect", "success", "attr_key", k.Attr, "file", file, "sealed", as, "plaintext", ap)
-	xs, _ := SealXattrs(k.Attr, file, map[string][]byte{"user.color": []byte("blue"), "user.a": nil})
+	const xstamp = 1787934006123456789
+	xs, _ := SealXattrs(k.Attr, file, map[string][]byte{"user.color": []byte("blue"), "user.a": nil}, xstamp)
 	xp, _ := EncodeXattrs(map[string][]byte{"user.color": []byte("blue"), "user.a": nil})
-	emit("name", "xattr", "kind", "xattr", "expect", "success", "attr_key", k.Attr, "file", file, "sealed", xs, "plaintext", xp)
+	xp = append(binary.BigEndian.AppendUint64([]byte{xattrStamped}, xstamp), xp...)
+	emit("name", "xattr", "kind", "xattr", "expect", "success", "attr_key", k.Attr, "file", file, "stamp", xstamp, "sealed", xs, "plaintext", xp)
 
 	kek := seq(0xc0, 32)
 	dk := seq(0xe0, 32)

@@ -242,7 +242,7 @@ var fuzzTargets = map[string]struct {
 		seeds: func() []fuzzSeed {
 			var out []fuzzSeed
 			for i, x := range fuzzXattrs() {
-				s, err := SealXattrs(fuzzKeys().Attr, fuzzFile, x)
+				s, err := SealXattrs(fuzzKeys().Attr, fuzzFile, x, int64(i)+1)
 				if err != nil {
 					panic(err)
 				}
@@ -251,7 +251,7 @@ var fuzzTargets = map[string]struct {
 			return out
 		},
 		opens: func(v []any) error {
-			_, err := OpenXattrs(fuzzKeys().Attr, idFrom(v[1].([]byte), fuzzFile), v[0].([]byte))
+			_, _, err := OpenXattrs(fuzzKeys().Attr, idFrom(v[1].([]byte), fuzzFile), v[0].([]byte))
 			return err
 		},
 	},

@@ -328,7 +328,7 @@ func FuzzOpenXattrs(f *testing.F) {
 	addSeeds(f, "FuzzOpenXattrs")
 	f.Add([]byte{}, []byte{})
 	f.Fuzz(func(t *testing.T, sealed, fileB []byte) {
-		x, err := OpenXattrs(fuzzKeys().Attr, idFrom(fileB, fuzzFile), sealed)
+		x, _, err := OpenXattrs(fuzzKeys().Attr, idFrom(fileB, fuzzFile), sealed)
 		if err != nil {
 			checkFuzzErr(t, err, x)
 			return

@@ -184,21 +184,31 @@ func TestTamperAttrs(t *testing.T) {
 	}
 	_, err = OpenAttr(k.Attr, b, sa)
 	wantErr(t, "attr of A opened for B", err, ErrAuthentication)
-	_, err = OpenXattrs(k.Attr, a, sa)
+	_, _, err = OpenXattrs(k.Attr, a, sa)
 	wantErr(t, "attr opened as xattrs", err, ErrAuthentication)
-	sx, err := SealXattrs(k.Attr, a, map[string][]byte{"user.x": []byte("1")})
+	sx, err := SealXattrs(k.Attr, a, map[string][]byte{"user.x": []byte("1")}, 7)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = OpenXattrs(k.Attr, b, sx)
+	_, _, err = OpenXattrs(k.Attr, b, sx)
 	wantErr(t, "xattrs of A opened for B", err, ErrAuthentication)
 	_, err = OpenAttr(k.Attr, a, sx)
 	wantErr(t, "xattrs opened as attr", err, ErrAuthentication)
 	// Authentic attr plaintext of the wrong size.
 	_, err = OpenAttr(k.Attr, a, sealBox(nil, mustGCM(k.Attr), make([]byte, 55), attrAD(a)))
 	wantErr(t, "attr plaintext of 55 bytes", err, ErrCorrupt)
-	_, err = OpenXattrs(k.Attr, a, sealBox(nil, mustGCM(k.Attr), []byte{0, 1}, xattrAD(a)))
+	_, _, err = OpenXattrs(k.Attr, a, sealBox(nil, mustGCM(k.Attr), []byte{0, 1}, xattrAD(a)))
 	wantErr(t, "xattr plaintext that does not decode", err, ErrCorrupt)
+	// A stamped set cut short in its stamp, or whose set does not decode.
+	for name, plain := range map[string][]byte{
+		"short stamp":        {xattrStamped, 0, 0, 0},
+		"stamp, no set":      {xattrStamped, 0, 0, 0, 0, 0, 0, 0, 1},
+		"stamp, bad set":     {xattrStamped, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1},
+		"stamp, then a byte": {xattrStamped, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 9},
+	} {
+		_, _, err = OpenXattrs(k.Attr, a, sealBox(nil, mustGCM(k.Attr), plain, xattrAD(a)))
+		wantErr(t, "xattr plaintext: "+name, err, ErrCorrupt)
+	}
 }
 
 func TestTamperXattrEncoding(t *testing.T) {

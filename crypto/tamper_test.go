@@ -115,11 +115,11 @@ func TestTamperBoxesEveryBit(t *testing.T) {
 	}
 	flipEveryBit(t, "attr", sa, 0, func(b []byte) error { _, err := OpenAttr(k.Attr, file, b); return err })
 
-	sx, err := SealXattrs(k.Attr, file, map[string][]byte{"user.a": []byte("1"), "user.b": nil})
+	sx, err := SealXattrs(k.Attr, file, map[string][]byte{"user.a": []byte("1"), "user.b": nil}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	flipEveryBit(t, "xattrs", sx, 0, func(b []byte) error { _, err := OpenXattrs(k.Attr, file, b); return err })
+	flipEveryBit(t, "xattrs", sx, 0, func(b []byte) error { _, _, err := OpenXattrs(k.Attr, file, b); return err })
 
 	p, err := NewAccountKeyPair(k)
 	if err != nil {
@@ -167,7 +167,7 @@ func TestTamperWrongKey(t *testing.T) {
 	sn, _ := SealName(k.Names, parent, file, "n")
 	sl, _ := SealSymlink(k.Names, file, "t")
 	sa, _ := SealAttr(k.Attr, file, &Attr{})
-	sx, _ := SealXattrs(k.Attr, file, map[string][]byte{"a": nil})
+	sx, _ := SealXattrs(k.Attr, file, map[string][]byte{"a": nil}, 1)
 	wm, _ := WrapMasterKey(fixedKey("wrap"), fixedKey("master"))
 	kp, _ := NewAccountKeyPair(k)
 	dk := fixedKey("dk")
@@ -181,7 +181,7 @@ func TestTamperWrongKey(t *testing.T) {
 		"name":        func() error { _, err := OpenName(w.Names, parent, file, sn); return err },
 		"symlink":     func() error { _, err := OpenSymlink(w.Names, file, sl); return err },
 		"attr":        func() error { _, err := OpenAttr(w.Attr, file, sa); return err },
-		"xattrs":      func() error { _, err := OpenXattrs(w.Attr, file, sx); return err },
+		"xattrs":      func() error { _, _, err := OpenXattrs(w.Attr, file, sx); return err },
 		"master key":  func() error { _, err := UnwrapMasterKey(fixedKey("wrong wrap"), wm); return err },
 		"account key": func() error { _, err := OpenAccountKeyPair(w, kp); return err },
 		"at rest":     func() error { _, err := OpenAtRest(nil, fixedKey("wrong dk"), owner, blob, sr); return err },
@@ -210,7 +210,7 @@ func TestTamperVersionByte(t *testing.T) {
 	sn, _ := SealName(k.Names, parent, file, "n")
 	sl, _ := SealSymlink(k.Names, file, "t")
 	sa, _ := SealAttr(k.Attr, file, &Attr{})
-	sx, _ := SealXattrs(k.Attr, file, map[string][]byte{"a": nil})
+	sx, _ := SealXattrs(k.Attr, file, map[string][]byte{"a": nil}, 1)
 	wm, _ := WrapMasterKey(fixedKey("wrap"), fixedKey("master"))
 	kp, _ := NewAccountKeyPair(k)
 	sr, _ := SealAtRest(nil, dk, owner, blob, []byte("x"))
@@ -223,7 +223,7 @@ func TestTamperVersionByte(t *testing.T) {
 		"name":       {sn, func(b []byte) error { _, err := OpenName(k.Names, parent, file, b); return err }},
 		"symlink":    {sl, func(b []byte) error { _, err := OpenSymlink(k.Names, file, b); return err }},
 		"attr":       {sa, func(b []byte) error { _, err := OpenAttr(k.Attr, file, b); return err }},
-		"xattrs":     {sx, func(b []byte) error { _, err := OpenXattrs(k.Attr, file, b); return err }},
+		"xattrs":     {sx, func(b []byte) error { _, _, err := OpenXattrs(k.Attr, file, b); return err }},
 		"master key": {wm, func(b []byte) error { _, err := UnwrapMasterKey(fixedKey("wrap"), b); return err }},
 		"account key": {kp.SealedPrivate, func(b []byte) error {
 			_, err := OpenAccountKeyPair(k, AccountKeyPair{Public: kp.Public, SealedPrivate: b})

@@ -105,14 +105,14 @@ func (n *node) childCreated(version int64) {
 func (n *node) OnForget() {
 	n.mu.Lock()
 	n.forgotten = true
-	v := seenVersion{ver: max(n.version, n.maxVer), gen: n.maxGen, ctime: n.maxCtime}
+	v := seenVersion{ver: max(n.version, n.maxVer), gen: n.maxGen, ctime: n.maxCtime, xstamp: n.maxXstamp}
 	n.mu.Unlock()
 	n.fsys.nodesMu.Lock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
 	if old, ok := n.fsys.seen[n.id]; ok {
-		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen), ctime: max(v.ctime, old.ctime)}
+		n.fsys.seen[n.id] = seenVersion{ver: max(v.ver, old.ver), gen: max(v.gen, old.gen), ctime: max(v.ctime, old.ctime), xstamp: max(v.xstamp, old.xstamp)}
 	} else if v.ctime != 0 {
 		if len(n.fsys.seen) >= maxSeen {
 			for id := range n.fsys.seen { // any one
@@ -125,17 +125,18 @@ func (n *node) OnForget() {
 	n.fsys.nodesMu.Unlock()
 }
 
-// maxSeen bounds what a mount remembers of forgotten inodes, some 50 bytes
-// each (a 16-byte key and a 24-byte value in a map, estimated, not
+// maxSeen bounds what a mount remembers of forgotten inodes, some 60 bytes
+// each (a 16-byte key and a 32-byte value in a map, estimated, not
 // measured): past a million inodes (a find over a huge tree), the check of
 // the ones dropped lapses rather than memory growing without end.
 const maxSeen = 1 << 20
 
 // seenVersion is what a mount saw of an inode whose node is gone.
 type seenVersion struct {
-	ver   int64  // the highest inode version
-	gen   uint64 // the highest file generation
-	ctime int64  // the highest ctime of its sealed attributes
+	ver    int64  // the highest inode version
+	gen    uint64 // the highest file generation
+	ctime  int64  // the highest ctime of its sealed attributes
+	xstamp int64  // the highest stamp of its extended attributes
 }
 
 // newNode returns a node for an inode the server described, which still
@@ -144,16 +145,16 @@ func (f *FS) newNode(id crypto.ID, typ int) *node {
 	f.nodesMu.Lock()
 	defer f.nodesMu.Unlock()
 	s := f.seen[id]
-	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen, maxCtime: s.ctime}
+	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen, maxCtime: s.ctime, maxXstamp: s.xstamp}
 }
 
 // olderThanSeen reports whether an answer about n's inode is older than
 // what this mount has seen of it: a lower inode version (late, or a
-// rollback), generation or attribute ctime (a rollback).
+// rollback), generation, attribute ctime or xattr stamp (a rollback).
 func (n *node) olderThanSeen(vn *vault.Node) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return vn.Version < n.maxVer || vn.Attr.Generation < n.maxGen || vn.Attr.Ctime < n.maxCtime
+	return vn.Version < n.maxVer || vn.Attr.Generation < n.maxGen || vn.Attr.Ctime < n.maxCtime || vn.XattrStamp < n.maxXstamp
 }
 
 var _ fs.NodeOnForgetter = (*node)(nil)

@@ -57,6 +57,10 @@ type node struct {
 	// does not change).
 	xattrs    map[string][]byte
 	xattrsVer int64
+	// xattrStamp is the stamp xattrs was sealed with, which the next
+	// set's must exceed; maxXstamp the highest the server sent, below
+	// which a set is an earlier one served again (a rollback).
+	xattrStamp, maxXstamp int64
 	// maxGen is the highest generation of the file seen: a server that
 	// answers with a lower one is rolling the file back. maxVer is the
 	// highest inode version seen, which version does not follow while
@@ -175,7 +179,13 @@ func (n *node) absorb(vn *vault.Node) {
 	n.maxCtime = vn.Attr.Ctime
 	n.nlink = vn.Nlink
 	if vn.Version >= n.xattrsVer {
-		n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
+		if vn.XattrStamp < n.maxXstamp {
+			n.fsys.log.Error("the server returned older extended attributes than this mount has seen (rollback); keeping the newer ones",
+				"path", n.path(), "seen_stamp", n.maxXstamp, "returned_stamp", vn.XattrStamp)
+		} else {
+			n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
+			n.xattrStamp, n.maxXstamp = vn.XattrStamp, vn.XattrStamp
+		}
 	}
 	if n.file != nil {
 		return
@@ -351,7 +361,8 @@ func (n *node) childFor(ctx context.Context, name string, vn *vault.Node, out *f
 		if cn.olderThanSeen(fresh) {
 			n.fsys.log.Error("the server returned an older version of the inode than this mount has seen (rollback)",
 				"path", n.childPath(name), "seen", cn.maxGen, "returned", fresh.Attr.Generation,
-				"seen_ctime", cn.maxCtime, "returned_ctime", fresh.Attr.Ctime)
+				"seen_ctime", cn.maxCtime, "returned_ctime", fresh.Attr.Ctime,
+				"seen_xattr_stamp", cn.maxXstamp, "returned_xattr_stamp", fresh.XattrStamp)
 			return nil, syscall.EIO
 		}
 		vn = fresh

@@ -157,7 +157,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
 	n.mu.Lock()
-	x, ver := maps.Clone(n.xattrs), n.version
+	x, ver, stamp := maps.Clone(n.xattrs), n.version, max(n.xattrStamp, n.maxXstamp)
 	n.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		if x == nil {
@@ -166,10 +166,11 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		if e := change(x); e != 0 {
 			return e
 		}
-		vn, err := n.fsys.v.SetXattrs(ctx, n.id, x, ver)
+		vn, err := n.fsys.v.SetXattrs(ctx, n.id, x, stamp, ver)
 		if err == nil {
 			n.mu.Lock()
 			n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
+			n.xattrStamp, n.maxXstamp = vn.XattrStamp, max(n.maxXstamp, vn.XattrStamp)
 			n.nlink = vn.Nlink
 			if n.file == nil || n.version == vn.Version-1 {
 				// The only change since the version the node holds:
@@ -189,6 +190,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		}
 		x, ver = maps.Clone(cur.Xattrs), cur.Version
 		n.mu.Lock()
+		stamp = max(cur.XattrStamp, n.maxXstamp)
 		if n.file == nil && cur.Attr.Ctime >= n.maxCtime {
 			n.attr, n.version, n.maxCtime = cur.Attr, cur.Version, cur.Attr.Ctime
 			n.reapplyDue()

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // serverSQL returns a function that runs a statement on the server's
@@ -119,4 +121,46 @@ func TestMountAttrRollback(t *testing.T) {
 		}
 		t.Fatalf("stat of the rolled-back file after the kernel forgot it: mode %v, %v; want EIO", mode, err)
 	}
+}
+
+// TestMountXattrRollback has the server answer with an earlier extended
+// attribute set of a file, then with none, each under a version number that
+// claims to be newer. Each set is genuine, so only its stamp, which every
+// change raises, gives it away: a lookup once the kernel forgot the inode
+// fails with EIO rather than the old value coming back, or the attribute
+// vanishing.
+func TestMountXattrRollback(t *testing.T) {
+	requireFUSE(t)
+	s := startServer(t)
+	d := initAccount(t, s, "alice", "pw")
+	m := mountAccount(t, d)
+	sql := serverSQL(t, s)
+	if err := os.WriteFile(m.path("f"), []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set := func(v string) {
+		t.Helper()
+		if err := unix.Setxattr(m.path("f"), "user.v", []byte(v), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func() (string, error) {
+		buf := make([]byte, 64)
+		n, err := unix.Getxattr(m.path("f"), "user.v", buf)
+		if err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	}
+	set("one")
+	old := sql(`SELECT hex(xattrs) FROM inodes WHERE type = 1`)
+	set("two")
+	for _, rollback := range []string{"X'" + old + "'", "NULL"} {
+		sql(`UPDATE inodes SET xattrs = ` + rollback + `, version = version + 1 WHERE type = 1`)
+		dropKernelCaches(t)
+		if v, err := get(); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("getxattr after the server set the xattrs to %.20s: %q, %v; want EIO", rollback, v, err)
+		}
+	}
+	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "returned_xattr_stamp") })
 }

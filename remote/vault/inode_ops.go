@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/sealfs/sealfs/crypto"
 	"github.com/sealfs/sealfs/remote"
@@ -90,19 +91,19 @@ func (v *Vault) SetAttr(ctx context.Context, id crypto.ID, a crypto.Attr, ifVers
 }
 
 // SetXattrs replaces the extended attributes of inode id with x (empty:
-// none), sealed, provided the inode is still at version ifVersion (0:
-// unconditionally). A version_mismatch answer is returned as is (test it
-// with remote.IsVersionMismatch).
-func (v *Vault) SetXattrs(ctx context.Context, id crypto.ID, x map[string][]byte, ifVersion int64) (*Node, error) {
-	var sealed []byte
-	if len(x) > 0 {
-		var err error
-		if sealed, err = crypto.SealXattrs(v.keys.Attr, id, x); err != nil {
-			return nil, err
-		}
-		if len(sealed) > wire.MaxSealedXattrs {
-			return nil, &codeError{errno: syscall.ENOSPC, cause: fmt.Errorf("extended attributes of %d bytes sealed exceed the %d the server keeps", len(sealed), wire.MaxSealedXattrs)}
-		}
+// none), sealed with a stamp above prevStamp, the stamp of the set it
+// replaces (Node.XattrStamp), provided the inode is still at version
+// ifVersion (0: unconditionally). A version_mismatch answer is returned as
+// is (test it with remote.IsVersionMismatch).
+func (v *Vault) SetXattrs(ctx context.Context, id crypto.ID, x map[string][]byte, prevStamp, ifVersion int64) (*Node, error) {
+	// An empty set is sealed too, so that its stamp stays: a server
+	// cannot pass off "none" for a set a client has seen.
+	sealed, err := crypto.SealXattrs(v.keys.Attr, id, x, crypto.NextStamp(prevStamp, time.Now().UnixNano()))
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) > wire.MaxSealedXattrs {
+		return nil, &codeError{errno: syscall.ENOSPC, cause: fmt.Errorf("extended attributes of %d bytes sealed exceed the %d the server keeps", len(sealed), wire.MaxSealedXattrs)}
 	}
 	in, err := v.c.SetXattrs(ctx, id, sealed, ifVersion)
 	if err != nil {

@@ -24,6 +24,9 @@ type Node struct {
 	Attr    crypto.Attr
 	Target  string            // symlink target
 	Xattrs  map[string][]byte // extended attributes, nil when none
+	// XattrStamp is the stamp the extended attribute set was sealed
+	// with (crypto.SealXattrs); 0 when none was ever set.
+	XattrStamp int64
 	// ParentVersion is, for a node just created, its directory's version
 	// right after; zero when not known.
 	ParentVersion int64
@@ -179,11 +182,14 @@ func (v *Vault) node(in *wire.Inode, want crypto.ID, parent crypto.ID, name stri
 	}
 	n.Attr = *a
 	if len(in.Xattrs) > 0 {
-		x, err := crypto.OpenXattrs(v.keys.Attr, n.ID, in.Xattrs)
+		x, stamp, err := crypto.OpenXattrs(v.keys.Attr, n.ID, in.Xattrs)
 		if err != nil {
 			return nil, &CorruptError{What: "extended attributes of " + describe(name, n.ID), Err: err}
 		}
-		n.Xattrs = x
+		if len(x) > 0 {
+			n.Xattrs = x
+		}
+		n.XattrStamp = stamp
 	}
 	if in.Type == wire.TypeSymlink {
 		t, err := crypto.OpenSymlink(v.keys.Names, n.ID, in.Symlink)
