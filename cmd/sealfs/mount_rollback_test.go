@@ -28,18 +28,23 @@ func serverSQL(t *testing.T, s *testServer) func(q string) string {
 	}
 }
 
+// mountWithFile mounts a new account on a new server, writes a file f
+// holding content through the mount, and returns the mount and serverSQL.
+func mountWithFile(t *testing.T, content string) (*testMount, func(q string) string) {
+	requireFUSE(t)
+	s := startServer(t)
+	m := mountAccount(t, initAccount(t, s, "alice", "pw"))
+	if err := os.WriteFile(m.path("f"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return m, serverSQL(t, s)
+}
+
 // TestMountRollback has the server answer with an older, complete and
 // consistent version of a file than the mount has seen: the open fails
 // with EIO and the log says why, rather than the old data coming back.
 func TestMountRollback(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	d := initAccount(t, s, "alice", "pw")
-	m := mountAccount(t, d)
-	sql := serverSQL(t, s)
-	if err := os.WriteFile(m.path("f"), []byte("version one"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	m, sql := mountWithFile(t, "version one")
 	if got, _ := os.ReadFile(m.path("f")); string(got) != "version one" {
 		t.Fatalf("read back %q", got)
 	}
@@ -85,14 +90,7 @@ func dropKernelCaches(t *testing.T) {
 // lookup once the kernel forgot the inode, rather than the old mode coming
 // back.
 func TestMountAttrRollback(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	d := initAccount(t, s, "alice", "pw")
-	m := mountAccount(t, d)
-	sql := serverSQL(t, s)
-	if err := os.WriteFile(m.path("f"), []byte("content"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	m, sql := mountWithFile(t, "content")
 	stored := func() string { return sql(`SELECT hex(attr) FROM inodes WHERE type = 1`) }
 	chmod := func(mode os.FileMode) string {
 		t.Helper()
@@ -130,14 +128,7 @@ func TestMountAttrRollback(t *testing.T) {
 // fails with EIO rather than the old value coming back, or the attribute
 // vanishing.
 func TestMountXattrRollback(t *testing.T) {
-	requireFUSE(t)
-	s := startServer(t)
-	d := initAccount(t, s, "alice", "pw")
-	m := mountAccount(t, d)
-	sql := serverSQL(t, s)
-	if err := os.WriteFile(m.path("f"), []byte("content"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	m, sql := mountWithFile(t, "content")
 	set := func(v string) {
 		t.Helper()
 		if err := unix.Setxattr(m.path("f"), "user.v", []byte(v), 0); err != nil {
