@@ -117,8 +117,12 @@ func (n *node) commitLocked(why string) syscall.Errno {
 				return n.fsys.failSave("save ("+why+")", n.path(), gerr)
 			}
 			if cur.Generation() == baseGen {
+				// Another client changed attributes, xattrs or links
+				// only: the commit goes on top of that change, keeping
+				// it where this mount changed nothing.
 				n.mu.Lock()
-				n.version = cur.Node.Version
+				n.attr = rebaseAttr(n.attrBase, n.attr, cur.Node.Attr)
+				n.attrBase, n.version = cur.Node.Attr, cur.Node.Version
 				n.mu.Unlock()
 				continue
 			}
@@ -143,6 +147,36 @@ func (n *node) commitLocked(why string) syscall.Errno {
 			return n.fsys.failSave("save ("+why+")", n.path(), err)
 		}
 	}
+}
+
+// rebaseAttr returns the attributes of a commit first prepared on base,
+// with this mount's changes in mine, to go on top of theirs, another
+// client's later change of the same content: theirs, with every field this
+// mount changed taken from mine (size and generation are the commit's
+// own), and a ctime above both, which a later sealing must never lower.
+func rebaseAttr(base, mine, theirs crypto.Attr) crypto.Attr {
+	a := theirs
+	if mine.Mode != base.Mode {
+		a.Mode = mine.Mode
+	}
+	if mine.UID != base.UID {
+		a.UID = mine.UID
+	}
+	if mine.GID != base.GID {
+		a.GID = mine.GID
+	}
+	if mine.Rdev != base.Rdev {
+		a.Rdev = mine.Rdev
+	}
+	if mine.Atime != base.Atime {
+		a.Atime = mine.Atime
+	}
+	if mine.Mtime != base.Mtime {
+		a.Mtime = mine.Mtime
+	}
+	a.Size, a.Generation = mine.Size, mine.Generation
+	a.TouchCtime(mine.Ctime)
+	return a
 }
 
 // noteErr keeps the last failure of a file.
@@ -320,6 +354,7 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
 	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
+	n.attrBase = vn.Attr
 	attrsSent := len(n.attrDue) > 0 // they went with the commit
 	n.attrDue = nil
 	n.maxGen = max(n.maxGen, m.Generation)
@@ -347,6 +382,7 @@ func (n *node) discard(st *fileState, cur *vault.File) {
 		st.layout, st.fc = cur.Manifest.Layout, cur.Cipher()
 		st.setManifest(cur.Manifest)
 		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
+		n.attrBase = cur.Node.Attr
 		n.maxCtime = max(n.maxCtime, cur.Node.Attr.Ctime)
 		n.reapplyDue()
 	}

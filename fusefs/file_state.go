@@ -218,6 +218,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	n.mu.Lock()
 	n.file = st
 	n.attr, n.version, n.nlink = f.Node.Attr, f.Node.Version, f.Node.Nlink
+	n.attrBase = f.Node.Attr
 	n.reapplyDue()
 	n.mu.Unlock()
 	return st, 0

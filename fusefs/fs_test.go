@@ -54,3 +54,30 @@ func TestErrno(t *testing.T) {
 		t.Error("a network error is not EIO")
 	}
 }
+
+// TestRebaseAttr checks how a commit goes on top of another client's
+// attribute change: each field this mount changed is its own, every other
+// one the other client's, and ctime rises above both even when this
+// mount's clock is behind.
+func TestRebaseAttr(t *testing.T) {
+	base := crypto.Attr{Mode: 0o100644, UID: 1, GID: 1, Size: 5, Generation: 3, Atime: 10, Mtime: 10, Ctime: 10}
+	mine := base
+	mine.Size, mine.Generation, mine.Mtime, mine.Ctime = 12, 4, 20, 20 // a write here
+	theirs := base
+	theirs.Mode, theirs.Ctime = 0o100600, 30 // a chmod there, by a clock ahead
+	got := rebaseAttr(base, mine, theirs)
+	want := crypto.Attr{Mode: 0o100600, UID: 1, GID: 1, Size: 12, Generation: 4, Atime: 10, Mtime: 20, Ctime: 31}
+	if got != want {
+		t.Fatalf("rebased\n got %+v\nwant %+v", got, want)
+	}
+	// Both changed the mode: this mount's commit is the later change.
+	mine.Mode = 0o100755
+	if got := rebaseAttr(base, mine, theirs); got.Mode != 0o100755 {
+		t.Fatalf("mode %#o, want this mount's 0100755", got.Mode)
+	}
+	// This mount's clock is ahead: its ctime stays.
+	mine.Ctime = 40
+	if got := rebaseAttr(base, mine, theirs); got.Ctime != 40 {
+		t.Fatalf("ctime %d, want 40", got.Ctime)
+	}
+}

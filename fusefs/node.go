@@ -33,10 +33,14 @@ type node struct {
 	mu      sync.Mutex
 	attr    crypto.Attr // committed size and generation, local mode and times
 	version int64       // inode version the next commit is conditional on
-	nlink   int64
-	target  string
-	fetched time.Time // when attr last came from the server
-	file    *fileState
+	// attrBase is attr as the server had it at version, before this
+	// mount's changes: what tells them apart from another client's when
+	// a commit is rebased onto that client's attribute change.
+	attrBase crypto.Attr
+	nlink    int64
+	target   string
+	fetched  time.Time // when attr last came from the server
+	file     *fileState
 	// kept is the state of the file as of its last close, kept for a
 	// moment in case it is opened again (see reuseKept); keptAt is when.
 	kept   *fileState
@@ -191,6 +195,7 @@ func (n *node) absorb(vn *vault.Node) {
 		return
 	}
 	n.attr, n.version, n.target = vn.Attr, vn.Version, vn.Target
+	n.attrBase = vn.Attr
 	n.reapplyDue()
 	n.fetched = time.Now()
 }

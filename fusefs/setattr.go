@@ -153,7 +153,7 @@ func (n *node) patch(change attrChange) syscall.Errno {
 			n.mu.Lock()
 			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
 			if n.file == nil || vn.Attr.Generation == n.file.gen {
-				n.attr, n.version = vn.Attr, vn.Version
+				n.attr, n.version, n.attrBase = vn.Attr, vn.Version, vn.Attr
 				n.reapplyDue()
 				n.fetched = time.Now()
 			}

@@ -193,6 +193,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		stamp = max(cur.XattrStamp, n.maxXstamp)
 		if n.file == nil && cur.Attr.Ctime >= n.maxCtime {
 			n.attr, n.version, n.maxCtime = cur.Attr, cur.Version, cur.Attr.Ctime
+			n.attrBase = cur.Attr
 			n.reapplyDue()
 		}
 		n.mu.Unlock()

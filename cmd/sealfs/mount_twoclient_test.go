@@ -455,3 +455,54 @@ func TestMountWritesAfterRemovedElsewhere(t *testing.T) {
 		return first && second
 	})
 }
+
+// TestMountCommitAfterRemoteChmod appends to a file on one mount while the
+// other chmods it. The append's commit finds the newer version, whose
+// content is the one it started from, and goes on top of it: the chmod
+// stays, and the commit's ctime stays above the chmod's. It used to send
+// its own older attributes, undoing the chmod, with a lower ctime, which
+// the other mount then took for a rollback by the server.
+func TestMountCommitAfterRemoteChmod(t *testing.T) {
+	_, a, b := twoMounts(t)
+	writeSeen(t, a, b, "f", "hello")
+	fd, err := os.OpenFile(b.path("f"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if _, err := fd.WriteString(" from b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(a.path("f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// fsync returns once the server has the chmod.
+	if af, err := os.Open(a.path("f")); err != nil {
+		t.Fatal(err)
+	} else if err := af.Sync(); err != nil {
+		t.Fatal(err)
+	} else {
+		af.Close()
+	}
+	if err := fd.Close(); err != nil {
+		t.Fatalf("close of the append: %v", err)
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, m := range []*testMount{a, b} {
+			eventually(t, when+": "+m.path("f")+" shows the append and the chmod", func() bool {
+				got, err := os.ReadFile(m.path("f"))
+				st, serr := os.Stat(m.path("f"))
+				return err == nil && serr == nil && string(got) == "hello from b" && st.Mode().Perm() == 0o600
+			})
+		}
+	}
+	check("at once")
+	dropKernelCaches(t)
+	check("after the kernel forgot the inode")
+	for _, m := range []*testMount{a, b} {
+		if strings.Contains(m.log.String(), "rollback") {
+			t.Fatalf("%s logged a rollback:\n%s", m.dir, m.log.String())
+		}
+	}
+}
