@@ -195,6 +195,7 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 		older := g < n.maxGen || ctime < n.maxCtime
 		if !older {
 			n.maxGen, n.maxCtime = g, ctime
+			n.maxVer = max(n.maxVer, f.Node.Version)
 			n.mu.Unlock()
 			break
 		}

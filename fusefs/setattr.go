@@ -151,10 +151,18 @@ func (n *node) patch(change attrChange) syscall.Errno {
 		vn, err := n.fsys.v.SetAttr(ctx, n.id, b, ver)
 		if err == nil {
 			n.mu.Lock()
+			// A listing fetched before this change is late: raising
+			// maxVer lets absorb tell, also for an open file that
+			// keeps its older version.
+			n.maxVer = max(n.maxVer, vn.Version)
 			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
 			if n.file == nil || vn.Attr.Generation == n.file.gen {
 				n.attr, n.version, n.attrBase = vn.Attr, vn.Version, vn.Attr
-				n.reapplyDue()
+				// The changes sent are in the answer; applied again,
+				// each would raise its ctime once more.
+				for _, c := range n.attrDue {
+					c(&n.attr)
+				}
 				n.fetched = time.Now()
 			}
 			n.nlink = vn.Nlink

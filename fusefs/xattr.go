@@ -3,9 +3,11 @@ package fusefs
 import (
 	"context"
 	"maps"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 
@@ -137,6 +139,11 @@ func storedNamespace(attr string) bool {
 	return false
 }
 
+// xattrRetryDelay postpones every retried change of an xattr set by
+// SEALFS_TEST_XATTR_RETRY_DELAY, for tests that close a descriptor while a
+// retry is on its way; zero unless set.
+var xattrRetryDelay, _ = time.ParseDuration(os.Getenv("SEALFS_TEST_XATTR_RETRY_DELAY"))
+
 // changeXattrs applies change to the inode's attribute set and stores the
 // result, conditional on the version it was read at; when another change
 // came first, it is applied again on top of that one.
@@ -166,16 +173,32 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		if e := change(x); e != 0 {
 			return e
 		}
+		if attempt > 0 && xattrRetryDelay > 0 {
+			time.Sleep(xattrRetryDelay)
+		}
 		vn, err := n.fsys.v.SetXattrs(ctx, n.id, x, stamp, ver)
 		if err == nil {
 			n.mu.Lock()
 			n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
 			n.xattrStamp, n.maxXstamp = vn.XattrStamp, max(n.maxXstamp, vn.XattrStamp)
 			n.nlink = vn.Nlink
-			if n.file == nil || n.version == vn.Version-1 {
-				// The only change since the version the node holds:
-				// adopt the new one, so a later commit is not taken
-				// for a conflict.
+			n.maxVer = max(n.maxVer, vn.Version)
+			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
+			switch {
+			case n.file == nil:
+				// The answer's attributes go with its version: a
+				// retry may have gone on top of another client's
+				// commit while a descriptor, now closed, kept the
+				// node at the older one, and a chmod that sealed the
+				// older size and generation under the new version
+				// would make the file unreadable for every client.
+				n.attr, n.version, n.attrBase = vn.Attr, vn.Version, vn.Attr
+				n.reapplyDue()
+				n.fetched = time.Now()
+			case n.version == vn.Version-1:
+				// The only change since the version the open file's
+				// edits are based on: adopt the new one, so a later
+				// commit is not taken for a conflict.
 				n.version = vn.Version
 			}
 			n.mu.Unlock()

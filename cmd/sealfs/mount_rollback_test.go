@@ -155,3 +155,89 @@ func TestMountXattrRollback(t *testing.T) {
 	}
 	eventually(t, "the rollback logged", func() bool { return strings.Contains(m.log.String(), "returned_xattr_stamp") })
 }
+
+// TestMountNoRollbackFromLateListing holds a file open on one mount while
+// the other commits new content to it, then lists the directory there and
+// chmods the file before the listing is read. The listing's entry is older
+// than the chmod, and its ctime lower: it is only late, and must not be
+// logged as a rollback (it was, because the chmod's answer did not raise
+// the version the mount had seen of the open file).
+func TestMountNoRollbackFromLateListing(t *testing.T) {
+	_, a, b := twoMounts(t)
+	if err := os.Mkdir(a.path("d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeSeen(t, a, b, "d/f", "one")
+	time.Sleep(1200 * time.Millisecond) // past the attribute timeout
+	fd, err := os.Open(a.path("d", "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	if _, err := fd.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(b.path("d", "f"), []byte("two two"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	if _, err := os.Stat(a.path("d", "f")); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.Open(a.path("d")) // the listing is taken here
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	if err := os.Chmod(a.path("d", "f"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the chmod reaches the server
+	if names, err := dir.Readdirnames(-1); err != nil || len(names) != 1 {
+		t.Fatalf("listing: %v, %v", names, err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(a.log.String(), "rollback") {
+		t.Fatalf("a late listing was logged as a rollback:\n%s", a.log.String())
+	}
+}
+
+// TestMountXattrRetryAfterClose has a setxattr on one mount meet the other
+// mount's newer content, while the only descriptor of the file there is
+// open, and retry after that descriptor closed. The mount then took the
+// newer version without its attributes, and its next chmod sealed the old
+// size and generation under it: the file failed authentication on every
+// client, and the mounts blamed the server for a rollback.
+func TestMountXattrRetryAfterClose(t *testing.T) {
+	t.Setenv("SEALFS_TEST_XATTR_RETRY_DELAY", "400ms")
+	_, a, b := twoMounts(t)
+	writeSeen(t, a, b, "g", "one")
+	fd, err := os.Open(a.path("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fd.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	const newer = "two two two"
+	if err := os.WriteFile(b.path("g"), []byte(newer), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set := make(chan error, 1)
+	go func() { set <- unix.Setxattr(a.path("g"), "user.x", []byte("1"), 0) }()
+	time.Sleep(150 * time.Millisecond) // the first attempt failed; the retry waits
+	fd.Close()
+	if err := <-set; err != nil {
+		t.Fatalf("setxattr: %v", err)
+	}
+	if err := os.Chmod(a.path("g"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the chmod reaches the server
+	dropKernelCaches(t)
+	for _, m := range []*testMount{a, b} {
+		if got, err := os.ReadFile(m.path("g")); err != nil || string(got) != newer {
+			t.Fatalf("%s reads %q, %v; want %q", m.path("g"), got, err, newer)
+		}
+	}
+}
