@@ -156,27 +156,22 @@ func (n *node) commitLocked(why string) syscall.Errno {
 // own), and a ctime above both, which a later sealing must never lower.
 func rebaseAttr(base, mine, theirs crypto.Attr) crypto.Attr {
 	a := theirs
-	if mine.Mode != base.Mode {
-		a.Mode = mine.Mode
-	}
-	if mine.UID != base.UID {
-		a.UID = mine.UID
-	}
-	if mine.GID != base.GID {
-		a.GID = mine.GID
-	}
-	if mine.Rdev != base.Rdev {
-		a.Rdev = mine.Rdev
-	}
-	if mine.Atime != base.Atime {
-		a.Atime = mine.Atime
-	}
-	if mine.Mtime != base.Mtime {
-		a.Mtime = mine.Mtime
-	}
+	keepChanged(&a.Mode, mine.Mode, base.Mode)
+	keepChanged(&a.UID, mine.UID, base.UID)
+	keepChanged(&a.GID, mine.GID, base.GID)
+	keepChanged(&a.Rdev, mine.Rdev, base.Rdev)
+	keepChanged(&a.Atime, mine.Atime, base.Atime)
+	keepChanged(&a.Mtime, mine.Mtime, base.Mtime)
 	a.Size, a.Generation = mine.Size, mine.Generation
 	a.TouchCtime(mine.Ctime)
 	return a
+}
+
+// keepChanged sets *field to mine where mine differs from base.
+func keepChanged[T comparable](field *T, mine, base T) {
+	if mine != base {
+		*field = mine
+	}
 }
 
 // noteErr keeps the last failure of a file.
