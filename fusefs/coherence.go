@@ -148,6 +148,21 @@ func (f *FS) newNode(id crypto.ID, typ int) *node {
 	return &node{fsys: f, id: id, typ: typ, maxVer: s.ver, maxGen: s.gen, maxCtime: s.ctime, maxXstamp: s.xstamp}
 }
 
+// sawLocked raises what this mount has seen of the inode (olderThanSeen)
+// to an answer from the server, attributes a at version. n.mu is held.
+func (n *node) sawLocked(a crypto.Attr, version int64) {
+	n.maxVer = max(n.maxVer, version)
+	n.maxCtime = max(n.maxCtime, a.Ctime)
+}
+
+// takeAttrLocked makes a, the server's attributes at version, the node's,
+// before this mount's changes not yet stored (the caller reapplies those
+// it must), and raises what it has seen. n.mu is held.
+func (n *node) takeAttrLocked(a crypto.Attr, version int64) {
+	n.attr, n.attrBase, n.version = a, a, version
+	n.sawLocked(a, version)
+}
+
 // olderThanSeen reports whether an answer about n's inode is older than
 // what this mount has seen of it: a lower inode version (late, or a
 // rollback), generation, attribute ctime or xattr stamp (a rollback).

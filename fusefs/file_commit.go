@@ -121,8 +121,9 @@ func (n *node) commitLocked(why string) syscall.Errno {
 				// only: the commit goes on top of that change, keeping
 				// it where this mount changed nothing.
 				n.mu.Lock()
-				n.attr = rebaseAttr(n.attrBase, n.attr, cur.Node.Attr)
-				n.attrBase, n.version = cur.Node.Attr, cur.Node.Version
+				base, mine := n.attrBase, n.attr
+				n.takeAttrLocked(cur.Node.Attr, cur.Node.Version)
+				n.attr = rebaseAttr(base, mine, cur.Node.Attr)
 				n.mu.Unlock()
 				continue
 			}
@@ -348,13 +349,11 @@ func (n *node) committed(st *fileState, m *crypto.Manifest, vn *vault.Node, gen 
 		n.freeDirty(dc)
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}
-	n.attr, n.version, n.nlink = vn.Attr, vn.Version, vn.Nlink
-	n.attrBase = vn.Attr
+	n.takeAttrLocked(vn.Attr, vn.Version)
+	n.nlink = vn.Nlink
 	attrsSent := len(n.attrDue) > 0 // they went with the commit
 	n.attrDue = nil
 	n.maxGen = max(n.maxGen, m.Generation)
-	n.maxVer = max(n.maxVer, vn.Version)
-	n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
 	n.fetched = time.Now()
 	n.pending = nil
 	n.mu.Unlock()
@@ -376,9 +375,8 @@ func (n *node) discard(st *fileState, cur *vault.File) {
 	if cur != nil {
 		st.layout, st.fc = cur.Manifest.Layout, cur.Cipher()
 		st.setManifest(cur.Manifest)
-		n.attr, n.version, n.nlink = cur.Node.Attr, cur.Node.Version, cur.Node.Nlink
-		n.attrBase = cur.Node.Attr
-		n.maxCtime = max(n.maxCtime, cur.Node.Attr.Ctime)
+		n.takeAttrLocked(cur.Node.Attr, cur.Node.Version)
+		n.nlink = cur.Node.Nlink
 		n.reapplyDue()
 	}
 	st.changed, st.lastErr, st.uploadedAt = false, nil, time.Time{}

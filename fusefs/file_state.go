@@ -194,8 +194,9 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 		g, ctime := f.Manifest.Generation, f.Node.Attr.Ctime
 		older := g < n.maxGen || ctime < n.maxCtime
 		if !older {
-			n.maxGen, n.maxCtime = g, ctime
-			n.maxVer = max(n.maxVer, f.Node.Version)
+			// The attributes are taken below, under the same lock
+			// as the state.
+			n.maxGen = g
 			n.mu.Unlock()
 			break
 		}
@@ -218,8 +219,8 @@ func (n *node) loadFile() (*fileState, syscall.Errno) {
 	st.based = gen
 	n.mu.Lock()
 	n.file = st
-	n.attr, n.version, n.nlink = f.Node.Attr, f.Node.Version, f.Node.Nlink
-	n.attrBase = f.Node.Attr
+	n.takeAttrLocked(f.Node.Attr, f.Node.Version)
+	n.nlink = f.Node.Nlink
 	n.reapplyDue()
 	n.mu.Unlock()
 	return st, 0

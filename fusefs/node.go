@@ -194,8 +194,8 @@ func (n *node) absorb(vn *vault.Node) {
 	if n.file != nil {
 		return
 	}
-	n.attr, n.version, n.target = vn.Attr, vn.Version, vn.Target
-	n.attrBase = vn.Attr
+	n.takeAttrLocked(vn.Attr, vn.Version)
+	n.target = vn.Target
 	n.reapplyDue()
 	n.fetched = time.Now()
 }

@@ -154,10 +154,9 @@ func (n *node) patch(change attrChange) syscall.Errno {
 			// A listing fetched before this change is late: raising
 			// maxVer lets absorb tell, also for an open file that
 			// keeps its older version.
-			n.maxVer = max(n.maxVer, vn.Version)
-			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
+			n.sawLocked(vn.Attr, vn.Version)
 			if n.file == nil || vn.Attr.Generation == n.file.gen {
-				n.attr, n.version, n.attrBase = vn.Attr, vn.Version, vn.Attr
+				n.takeAttrLocked(vn.Attr, vn.Version)
 				// The changes sent are in the answer; applied again,
 				// each would raise its ctime once more.
 				for _, c := range n.attrDue {

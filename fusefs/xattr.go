@@ -182,8 +182,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 			n.xattrs, n.xattrsVer = vn.Xattrs, vn.Version
 			n.xattrStamp, n.maxXstamp = vn.XattrStamp, max(n.maxXstamp, vn.XattrStamp)
 			n.nlink = vn.Nlink
-			n.maxVer = max(n.maxVer, vn.Version)
-			n.maxCtime = max(n.maxCtime, vn.Attr.Ctime)
+			n.sawLocked(vn.Attr, vn.Version)
 			switch {
 			case n.file == nil:
 				// The answer's attributes go with its version: a
@@ -192,7 +191,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 				// node at the older one, and a chmod that sealed the
 				// older size and generation under the new version
 				// would make the file unreadable for every client.
-				n.attr, n.version, n.attrBase = vn.Attr, vn.Version, vn.Attr
+				n.takeAttrLocked(vn.Attr, vn.Version)
 				n.reapplyDue()
 				n.fetched = time.Now()
 			case n.version == vn.Version-1:
@@ -215,8 +214,7 @@ func (n *node) changeXattrs(op string, change func(map[string][]byte) syscall.Er
 		n.mu.Lock()
 		stamp = max(cur.XattrStamp, n.maxXstamp)
 		if n.file == nil && cur.Attr.Ctime >= n.maxCtime {
-			n.attr, n.version, n.maxCtime = cur.Attr, cur.Version, cur.Attr.Ctime
-			n.attrBase = cur.Attr
+			n.takeAttrLocked(cur.Attr, cur.Version)
 			n.reapplyDue()
 		}
 		n.mu.Unlock()

@@ -213,9 +213,7 @@ func (u *upload) commitRequest() (*wire.CommitRequest, []byte, error) {
 	}
 	attr := newAttr(wire.TypeFile, u.opts.Mode, u.opts.ModTime)
 	attr.Size, attr.Generation = uint64(u.size), u.gen
-	now := attr.Ctime
-	attr.Ctime = u.ctime
-	attr.TouchCtime(now)
+	attr.Ctime = crypto.NextStamp(u.ctime, attr.Ctime)
 	sealedA, err := crypto.SealAttr(u.v.keys.Attr, u.file, &attr)
 	if err != nil {
 		return nil, nil, err
