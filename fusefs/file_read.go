@@ -384,13 +384,14 @@ func (f *FS) fetching(id crypto.ID) bool {
 func (n *node) download(st *fileState, i int, e entry) (sealed, plainBuf, p []byte, err error) {
 	ctx, cancel := n.fsys.ctx()
 	defer cancel()
-	buf := getBuf(sealedBufSize(st.layout))
+	sealedLen := st.layout.SealedChunkLen(e.plain, e.last)
+	buf := getBufFor(sealedLen, sealedBufSize(st.layout))
 	sealed, err = n.fsys.v.Client().GetChunk(ctx, crypto.ChunkRef{File: n.id, Index: uint64(i), ID: e.id}, n.fsys.v.TransferMAC(), buf[:0])
 	if err != nil {
 		putBuf(buf)
 		return nil, nil, nil, fmt.Errorf("chunk %d: %w", i, err)
 	}
-	plainBuf = getBuf(st.layout.ChunkSize())
+	plainBuf = getBufFor(sealedLen, st.layout.ChunkSize())
 	p, err = st.fc.OpenChunk(plainBuf[:0], uint64(i), e.id, sealed, e.plain, e.last, e.tag)
 	if err != nil {
 		putBuf(plainBuf)

@@ -134,6 +134,22 @@ func getBuf(n int) []byte {
 	return *(p.(*sync.Pool).Get().(*[]byte))
 }
 
+// getBufFor returns a pooled buffer for n bytes of a kind whose largest is
+// full bytes: a full one when n is more than half of that, else the power
+// of two at or above n (at least 4 KiB), so that pools stay few. A small
+// file's chunk then takes a few KiB, in the hot set and on its way there,
+// instead of a whole chunk's buffer.
+func getBufFor(n, full int) []byte {
+	if n > full/2 {
+		return getBuf(full)
+	}
+	c := 4 << 10
+	for c < n {
+		c <<= 1
+	}
+	return getBuf(c)
+}
+
 func putBuf(b []byte) {
 	b = b[:cap(b)]
 	if p, ok := bufPools.Load(len(b)); ok {

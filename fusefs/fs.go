@@ -167,7 +167,7 @@ func New(ctx context.Context, opts Options) (*FS, error) {
 		v: opts.Vault, chunks: opts.Chunks, budget: cache.NewBudget(opts.DirtyBytes),
 		timeout: opts.Timeout, ro: opts.ReadOnly, host: opts.Host, log: opts.Log, writeBackAge: opts.WriteBackAge, attrDelay: opts.AttrDelay,
 		upSem: make(chan struct{}, opts.Uploads), raSem: semaphore.NewWeighted(raFetchBytes), rd: newReaders(),
-		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout())), dirty: map[*node]struct{}{}, attrDue: map[*node]struct{}{},
+		fetches: map[crypto.ID]*fetchCall{}, hot: newHotChunks(hotMax(opts.Vault.Layout()), hotMaxEntries(opts.Vault.Layout())), dirty: map[*node]struct{}{}, attrDue: map[*node]struct{}{},
 		stop: make(chan struct{}), nodes: map[crypto.ID]*node{}, seen: map[crypto.ID]seenVersion{}, ahead: newListAhead(),
 	}
 	rctx, cancel := context.WithTimeout(ctx, f.timeout)

@@ -22,11 +22,12 @@ import (
 // sealing, so an entry never goes stale. Nothing here is ever written to
 // disk.
 type hotChunks struct {
-	mu      sync.Mutex
-	max     int64 // bytes of buffers held, beyond which the oldest go
-	size    int64
-	entries map[hotKey]*hotChunk
-	order   []*hotChunk // oldest first
+	mu         sync.Mutex
+	max        int64 // bytes of buffers held, beyond which the oldest go
+	maxEntries int   // chunks held, beyond which the oldest go
+	size       int64
+	entries    map[hotKey]*hotChunk
+	order      []*hotChunk // oldest first
 }
 
 type hotKey struct {
@@ -57,8 +58,19 @@ func hotMax(l crypto.Layout) int64 {
 	return max(2*readaheadBytes, 3*int64(l.ChunkSize()))
 }
 
-func newHotChunks(max int64) *hotChunks {
-	return &hotChunks{max: max, entries: map[hotKey]*hotChunk{}}
+// hotMaxEntries bounds the chunks held, whatever their size: at least two
+// readahead windows of layout l's chunks, and 256. The chunks of small files
+// take a few KiB each (getBufFor), and a reader of many small files needs
+// each only for the read that fetched it. With the byte bound alone,
+// reading a tree of 100,000 small files kept 48 MiB of them, a 1 MiB
+// buffer each; beside the mount's nodes for those files that held the heap
+// at the mount's memory limit, where the collector runs without pause.
+func hotMaxEntries(l crypto.Layout) int {
+	return max(256, int(2*readaheadBytes/int64(max(l.ChunkSize(), 1)))+3)
+}
+
+func newHotChunks(max int64, maxEntries int) *hotChunks {
+	return &hotChunks{max: max, maxEntries: maxEntries, entries: map[hotKey]*hotChunk{}}
 }
 
 // put adds plaintext p (within pooled buffer buf, which the cache now owns).
@@ -73,7 +85,7 @@ func (h *hotChunks) put(k hotKey, buf, p []byte) {
 	h.entries[k] = c
 	h.order = append(h.order, c)
 	h.size += int64(cap(buf))
-	for h.size > h.max && len(h.order) > 1 {
+	for (h.size > h.max || len(h.order) > h.maxEntries) && len(h.order) > 1 {
 		old := h.order[0]
 		h.order = h.order[1:]
 		h.size -= int64(cap(old.buf))
