@@ -52,6 +52,8 @@ func (dc *dirtyChunk) defineTo(n int) {
 // are based on and the edits themselves. Its fields are guarded by the
 // node's mu; changes to them take the node's opMu too.
 type fileState struct {
+	// keptAt is when the file's last close kept this state (reuseKept).
+	keptAt   time.Time
 	layout   crypto.Layout
 	fc       *crypto.FileCipher
 	gen      uint64 // generation of the base version
@@ -289,7 +291,7 @@ func (n *node) dropIfIdle() {
 	n.fetched = n.fetched.Add(-attrTTL) // the kernel may ask again soon
 	keep := st.lastErr == nil && n.fsys.gen() == st.based
 	if keep {
-		n.kept, n.keptAt = st, time.Now()
+		n.kept, st.keptAt = st, time.Now()
 	}
 	n.mu.Unlock()
 	if keep {
@@ -345,7 +347,7 @@ func (n *node) reuseKept() *fileState {
 		return nil
 	}
 	n.kept = nil
-	if st.gen != n.attr.Generation || n.fsys.gen() != st.based || time.Since(n.keptAt) >= attrTTL {
+	if st.gen != n.attr.Generation || n.fsys.gen() != st.based || time.Since(st.keptAt) >= attrTTL {
 		return nil
 	}
 	st.readEnd, st.randomRun, st.fillStarted = 0, 0, false

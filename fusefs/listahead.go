@@ -164,7 +164,10 @@ func (f *FS) takeListing(id crypto.ID) ([]*vault.Node, uint64, bool) {
 func (n *node) listAhead(entries []*vault.Node) {
 	now := time.Now()
 	n.mu.Lock()
-	n.listedAt = now
+	if n.walk == nil {
+		n.walk = new(walkTimes)
+	}
+	n.walk.listed = now
 	n.mu.Unlock()
 	_, pi := n.Parent()
 	if pi == nil {
@@ -175,14 +178,17 @@ func (n *node) listAhead(entries []*vault.Node) {
 		return
 	}
 	parent.mu.Lock()
-	walking := now.Sub(parent.listedAt) < walkWindow
+	if parent.walk == nil {
+		parent.walk = new(walkTimes)
+	}
+	walking := now.Sub(parent.walk.listed) < walkWindow
 	// The siblings are looked at once per walk of the parent: Children
 	// copies the parent's whole child map, and doing that for every
 	// subdirectory would cost a wide directory's walk time quadratic in
 	// its size.
-	siblings := walking && now.Sub(parent.siblingsAt) >= walkWindow
+	siblings := walking && now.Sub(parent.walk.siblings) >= walkWindow
 	if siblings {
-		parent.siblingsAt = now
+		parent.walk.siblings = now
 	}
 	parent.mu.Unlock()
 	if !walking {
@@ -220,5 +226,11 @@ func (n *node) listAhead(entries []*vault.Node) {
 func (n *node) listedRecently(now time.Time) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return now.Sub(n.listedAt) < walkWindow
+	return n.walk != nil && now.Sub(n.walk.listed) < walkWindow
+}
+
+// walkTimes is when a directory was last opened, and when a walk last
+// queued its subdirectories as siblings.
+type walkTimes struct {
+	listed, siblings time.Time
 }

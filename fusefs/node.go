@@ -42,17 +42,19 @@ type node struct {
 	fetched  time.Time // when attr last came from the server
 	file     *fileState
 	// kept is the state of the file as of its last close, kept for a
-	// moment in case it is opened again (see reuseKept); keptAt is when.
-	kept   *fileState
-	keptAt time.Time
+	// moment in case it is opened again (see reuseKept).
+	kept *fileState
 	// pending is set while a file created here is not yet on the server:
 	// its first commit creates it (see Create).
 	pending *pendingCreate
 	// list is a directory's known names (see coherence.go).
 	list *dirList
-	// listedAt is when the directory was last opened, siblingsAt when a
-	// walk last queued its subdirectories as siblings (listahead.go).
-	listedAt, siblingsAt time.Time
+	// walk is when the directory was last opened and last had its
+	// subdirectories queued as siblings (listahead.go); nil until the
+	// first, as files never are. A node is kept for every inode the
+	// kernel holds, 100,000 for a tree of that many files, so what only
+	// some nodes need is not in every one.
+	walk *walkTimes
 	// xattrs is the extended attribute set as last read or written, and
 	// xattrsVer the inode version it was read or written at: a listing
 	// fetched before this mount's last setxattr must not bring back the
