@@ -178,10 +178,7 @@ func (n *node) listAhead(entries []*vault.Node) {
 		return
 	}
 	parent.mu.Lock()
-	if parent.walk == nil {
-		parent.walk = new(walkTimes)
-	}
-	walking := now.Sub(parent.walk.listed) < walkWindow
+	walking := parent.walk.listedWithin(now)
 	// The siblings are looked at once per walk of the parent: Children
 	// copies the parent's whole child map, and doing that for every
 	// subdirectory would cost a wide directory's walk time quadratic in
@@ -226,11 +223,17 @@ func (n *node) listAhead(entries []*vault.Node) {
 func (n *node) listedRecently(now time.Time) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.walk != nil && now.Sub(n.walk.listed) < walkWindow
+	return n.walk.listedWithin(now)
 }
 
 // walkTimes is when a directory was last opened, and when a walk last
 // queued its subdirectories as siblings.
 type walkTimes struct {
 	listed, siblings time.Time
+}
+
+// listedWithin reports whether the directory was opened within the walk
+// window before now; never for a directory not opened yet (w nil).
+func (w *walkTimes) listedWithin(now time.Time) bool {
+	return w != nil && now.Sub(w.listed) < walkWindow
 }

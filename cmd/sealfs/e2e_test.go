@@ -31,7 +31,7 @@ var (
 // the build has no server yet. Under the race detector the binary is built
 // with it too: a data race in the mount or the CLI makes it exit with 66,
 // which fails the test, and one in the server fails the test at its stop.
-// The suite then takes about 6.5 minutes instead of 3 on 2 cores; the
+// The suite then takes about 7 minutes instead of 3 on 2 cores; the
 // mount's concurrency (uploads, readahead, fills, listings ahead) is
 // exercised nowhere else.
 func sealfsBin(t *testing.T) string {
